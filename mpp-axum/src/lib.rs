@@ -1,0 +1,1 @@
+//! Tower layers and axum extractors for MPP.

@@ -1,0 +1,3 @@
+//! The Tempo payment method for MPP.
+
+pub mod store;
