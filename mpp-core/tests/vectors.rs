@@ -2,6 +2,9 @@
 //! `tests/vectors/SOURCES.md`). Each test counts the cases it ran so a vector file that
 //! silently loses its cases fails.
 
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use mpp_core::binding::{BindingSlots, compute_challenge_id};
 use mpp_core::credential::CredentialError;
 use mpp_core::digest::{body_digest, verify_body_digest};
