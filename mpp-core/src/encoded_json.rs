@@ -16,6 +16,7 @@
 //! ```
 
 use serde_json::{Map, Value};
+use std::sync::Arc;
 
 /// Why a base64url JSON parameter was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,11 +35,12 @@ pub enum EncodedJsonError {
     Jcs(#[from] crate::jcs::JcsError),
 }
 
-/// A JSON object and its base64url wire string.
+/// A JSON object and its base64url wire string. Cloning is cheap (shared), so a route can
+/// encode its terms once and reuse them in every challenge.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EncodedJson {
-    wire: String,
-    value: Map<String, Value>,
+    wire: Arc<str>,
+    value: Arc<Map<String, Value>>,
 }
 
 impl EncodedJson {
@@ -57,7 +59,10 @@ impl EncodedJson {
         let Value::Object(map) = value else {
             return Err(EncodedJsonError::NotObject);
         };
-        Ok(Self { wire, value: map })
+        Ok(Self {
+            wire: wire.into(),
+            value: Arc::new(map),
+        })
     }
 
     /// Decodes a wire string (leniently, as the SDKs do), keeping it verbatim.
@@ -65,8 +70,8 @@ impl EncodedJson {
         let bytes = crate::base64url::decode(wire).map_err(|_| EncodedJsonError::Base64)?;
         match serde_json::from_slice::<Value>(&bytes) {
             Ok(Value::Object(map)) => Ok(Self {
-                wire: wire.to_owned(),
-                value: map,
+                wire: wire.into(),
+                value: Arc::new(map),
             }),
             Ok(_) => Err(EncodedJsonError::NotObject),
             Err(_) => Err(EncodedJsonError::Json),
@@ -86,6 +91,8 @@ impl EncodedJson {
     /// The same object re-encoded canonically, if that differs from the wire string
     /// (mppx verifies ids over the canonical form; see core.md §4.3).
     pub fn canonical_wire(&self) -> Result<String, EncodedJsonError> {
-        Ok(crate::jcs::encode_b64(&Value::Object(self.value.clone()))?)
+        Ok(crate::jcs::encode_b64(&Value::Object(
+            self.value.as_ref().clone(),
+        ))?)
     }
 }
