@@ -3,9 +3,32 @@
 //! Every backend implements [`ReplayStore`] with the same semantics: a claim is an atomic
 //! insert-if-absent, so of any number of concurrent claims of one key, across processes that
 //! share the database, exactly one succeeds.
+//!
+//! Backends:
+//! - [`SqliteStore`]: the embedded default (one file, WAL), shared safely by several handles
+//!   or processes on the same file;
+//! - [`PgStore`]: the scale-out store, one database shared by many API instances;
+//! - [`MemoryStore`]: in-process only, for layer tests and examples without a database.
+//!
+//! Both SQL backends run the same schema as sqlx migrations embedded from
+//! `mpp-tempo/migrations/{sqlite,postgres}` when they are opened.
+//!
+//! Expiry times are stored as unix milliseconds, rounded **up**, so a claim never ends earlier
+//! than asked. A key whose expiry is at or before "now" (the claiming process's clock) is free.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use mpp_core::BoxFuture;
 use time::OffsetDateTime;
+
+pub mod memory;
+pub mod postgres;
+pub mod sqlite;
+
+pub use memory::MemoryStore;
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
 
 /// The result of [`ReplayStore::claim`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -21,6 +44,25 @@ pub enum Claim {
 #[error("replay store unavailable: {0}")]
 pub struct StoreError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
+impl StoreError {
+    /// Wraps any error (or message) as a store fault.
+    pub fn new(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self(error.into())
+    }
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(error: sqlx::Error) -> Self {
+        Self(Box::new(error))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(error: sqlx::migrate::MigrateError) -> Self {
+        Self(Box::new(error))
+    }
+}
+
 /// Single-use keys (tx hashes, proof ids), claimed atomically.
 pub trait ReplayStore: Send + Sync + 'static {
     /// Atomically claims `key` until `expires_at`. An expired claim counts as free.
@@ -33,4 +75,80 @@ pub trait ReplayStore: Send + Sync + 'static {
     /// Releases a claim this caller holds (used only when the payment was never attempted,
     /// e.g. the broadcast did not happen because the node was unreachable).
     fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+impl<T: ReplayStore + ?Sized> ReplayStore for Arc<T> {
+    fn claim<'a>(
+        &'a self,
+        key: &'a str,
+        expires_at: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        (**self).claim(key, expires_at)
+    }
+
+    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).release(key)
+    }
+}
+
+/// How long one store operation (acquiring a connection included) may take before it fails
+/// with a [`StoreError`], unless the store is configured otherwise.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `t` as unix milliseconds, rounded up (saturating at the `i64` range).
+pub(crate) fn unix_ms_ceil(t: OffsetDateTime) -> i64 {
+    let nanos = t.unix_timestamp_nanos();
+    let ms = nanos.div_euclid(1_000_000) + i128::from(nanos.rem_euclid(1_000_000) != 0);
+    i64::try_from(ms).unwrap_or(if ms < 0 { i64::MIN } else { i64::MAX })
+}
+
+/// The current time as unix milliseconds, rounded down.
+pub(crate) fn now_unix_ms() -> i64 {
+    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+    i64::try_from(nanos.div_euclid(1_000_000)).unwrap_or(i64::MAX)
+}
+
+/// Maps the row count of the claim upsert: 1 = inserted or took over an expired row,
+/// 0 = a live claim exists. Anything else is impossible with a primary key; fail closed.
+pub(crate) fn claim_from_rows(rows: u64) -> Result<Claim, StoreError> {
+    match rows {
+        1 => Ok(Claim::Claimed),
+        0 => Ok(Claim::AlreadyClaimed),
+        n => Err(StoreError::new(format!(
+            "replay claim touched {n} rows; refusing to treat it as a claim"
+        ))),
+    }
+}
+
+/// Runs a store operation with a deadline; running out of time is a [`StoreError`].
+pub(crate) async fn with_deadline<T>(
+    timeout: Duration,
+    op: &'static str,
+    fut: impl Future<Output = Result<T, StoreError>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(StoreError::new(format!(
+            "{op} did not finish within {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn expiry_rounds_up_to_the_millisecond() {
+        assert_eq!(unix_ms_ceil(datetime!(1970-01-01 0:00:01 UTC)), 1_000);
+        assert_eq!(
+            unix_ms_ceil(datetime!(1970-01-01 0:00:01.000_000_001 UTC)),
+            1_001
+        );
+        assert_eq!(unix_ms_ceil(datetime!(1970-01-01 0:00:01.999 UTC)), 1_999);
+        assert_eq!(unix_ms_ceil(datetime!(1969-12-31 23:59:59.9995 UTC)), 0);
+        assert_eq!(unix_ms_ceil(datetime!(1969-12-31 23:59:59 UTC)), -1_000);
+    }
 }

@@ -1,0 +1,186 @@
+//! [`SqliteStore`]: the embedded default, one SQLite file in WAL mode.
+//!
+//! Several handles (pools) or processes may open the same file: a claim is one
+//! `INSERT ... ON CONFLICT DO UPDATE ... WHERE` statement, which SQLite runs under its
+//! database write lock, and concurrent writers wait for that lock up to the busy timeout.
+//!
+//! Queries are unchecked `sqlx::query` calls with binds, not `query!` macros: this crate talks
+//! to two database kinds, so the macros would need a live database of each kind or a
+//! hand-merged `.sqlx` offline cache at build time, for a handful of one-line statements. The
+//! integration tests (`tests/store.rs`) run every statement against real SQLite and Postgres.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use mpp_core::BoxFuture;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use time::OffsetDateTime;
+
+use super::{
+    Claim, DEFAULT_OPERATION_TIMEOUT, ReplayStore, StoreError, claim_from_rows, now_unix_ms,
+    unix_ms_ceil, with_deadline,
+};
+
+/// The SQLite schema (`mpp-tempo/migrations/sqlite`), run by [`SqliteStore::open`].
+pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How long a statement waits for another connection's write lock before failing.
+pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connections per pool opened by [`SqliteStore::open`]. SQLite serializes writers anyway.
+const MAX_CONNECTIONS: u32 = 4;
+
+const CLAIM_SQL: &str = "INSERT INTO replay_keys (key, expires_at) VALUES (?1, ?2) \
+     ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at \
+     WHERE replay_keys.expires_at <= ?3";
+const RELEASE_SQL: &str = "DELETE FROM replay_keys WHERE key = ?1";
+const PURGE_SQL: &str = "DELETE FROM replay_keys WHERE expires_at <= ?1";
+
+/// A [`ReplayStore`] in one SQLite database file.
+///
+/// Cloning is cheap and shares the connection pool.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+    timeout: Duration,
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database file at `path`, in WAL mode with
+    /// `synchronous = FULL` and a [`BUSY_TIMEOUT`], and brings its schema up to date.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path.as_ref())
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // FULL: a claim survives power loss once `claim` has returned, which is what a
+            // replay guard promises; NORMAL could lose the last commits.
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(BUSY_TIMEOUT)
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(DEFAULT_OPERATION_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        tracing::debug!(path = %path.as_ref().display(), "opened SQLite replay store");
+        Self::from_pool(pool).await
+    }
+
+    /// A private in-memory database (for tests). It lives as long as this store and its
+    /// clones, and is not shared with any other store.
+    pub async fn in_memory() -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")?;
+        // One connection that never closes: each `:memory:` connection is its own database.
+        let pool = SqlitePoolOptions::new()
+            .min_connections(1)
+            .max_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .acquire_timeout(DEFAULT_OPERATION_TIMEOUT)
+            .connect_with(options)
+            .await?;
+        Self::from_pool(pool).await
+    }
+
+    /// Wraps an existing pool and brings its schema up to date.
+    ///
+    /// Configure the pool's connections with a busy timeout (as [`SqliteStore::open`] does),
+    /// or concurrent claims fail with "database is locked" instead of waiting.
+    pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
+        migrate(&pool).await?;
+        Ok(Self {
+            pool,
+            timeout: DEFAULT_OPERATION_TIMEOUT,
+        })
+    }
+
+    /// Sets how long one operation may take before it fails with a [`StoreError`]
+    /// (default [`DEFAULT_OPERATION_TIMEOUT`]).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The underlying pool (for the channel tables and for inspection in tests).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// Deletes expired replay keys and returns how many were deleted. Call it now and then;
+    /// expired keys are harmless but take space.
+    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
+        with_deadline(self.timeout, "SQLite purge", async {
+            let done = sqlx::query(PURGE_SQL)
+                .bind(now_unix_ms())
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected())
+        })
+        .await
+    }
+
+    /// Closes the pool; later operations fail with a [`StoreError`].
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+/// Runs [`MIGRATOR`], retrying a few times: SQLite migrations take no lock, so two processes
+/// opening a fresh file at once can collide; the loser's retry then finds them applied.
+async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        match MIGRATOR.run(pool).await {
+            Ok(()) => return Ok(()),
+            Err(error) if attempt < ATTEMPTS => {
+                tracing::warn!(%error, attempt, "SQLite migration failed; retrying");
+                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(error) => {
+                tracing::error!(%error, "SQLite migration failed");
+                return Err(error.into());
+            }
+        }
+    }
+}
+
+impl ReplayStore for SqliteStore {
+    fn claim<'a>(
+        &'a self,
+        key: &'a str,
+        expires_at: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        Box::pin(with_deadline(self.timeout, "SQLite claim", async move {
+            let done = sqlx::query(CLAIM_SQL)
+                .bind(key)
+                .bind(unix_ms_ceil(expires_at))
+                .bind(now_unix_ms())
+                .execute(&self.pool)
+                .await
+                .inspect_err(|error| tracing::warn!(%error, key, "SQLite replay claim failed"))?;
+            // 1: inserted, or took over an expired row; 0: a live claim exists.
+            let claim = claim_from_rows(done.rows_affected())?;
+            tracing::debug!(key, ?claim, "SQLite replay claim");
+            Ok(claim)
+        }))
+    }
+
+    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(with_deadline(self.timeout, "SQLite release", async move {
+            sqlx::query(RELEASE_SQL)
+                .bind(key)
+                .execute(&self.pool)
+                .await
+                .inspect_err(|error| tracing::warn!(%error, key, "SQLite replay release failed"))?;
+            tracing::debug!(key, "SQLite replay release");
+            Ok(())
+        }))
+    }
+}
