@@ -1,0 +1,30 @@
+//! CORS for browser clients on another origin: they can only read the payment headers if the
+//! server exposes them.
+
+use http::HeaderName;
+use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use tower_http::cors::CorsLayer;
+
+/// The response headers a paying browser client must be able to read.
+pub const EXPOSED_PAYMENT_HEADERS: [HeaderName; 4] = [
+    WWW_AUTHENTICATE,
+    HeaderName::from_static("payment-receipt"),
+    HeaderName::from_static("payment-session"),
+    HeaderName::from_static("payment-session-snapshot"),
+];
+
+/// Adds the payment headers to `cors`: exposes `WWW-Authenticate`, `Payment-Receipt` and the
+/// session headers, and allows `Authorization` and `Accept-Payment` on requests.
+///
+/// ```
+/// use tower_http::cors::{Any, CorsLayer};
+/// let cors = mpp_axum::cors::with_payment_headers(CorsLayer::new().allow_origin(Any));
+/// # let _ = cors;
+/// ```
+pub fn with_payment_headers(cors: CorsLayer) -> CorsLayer {
+    cors.expose_headers(EXPOSED_PAYMENT_HEADERS).allow_headers([
+        AUTHORIZATION,
+        HeaderName::from_static("accept-payment"),
+        http::header::CONTENT_TYPE,
+    ])
+}

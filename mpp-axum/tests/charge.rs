@@ -1,0 +1,664 @@
+//! Layer tests for `charge`: every refusal gives the right status and problem type and never
+//! calls the handler; a valid payment runs it once and returns the receipt. Payments go
+//! through an in-process test method (the real Tempo method is tested in `mpp-tempo` and the
+//! end-to-end tests).
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use axum::Router;
+use axum::body::Body;
+use axum::routing::{get, post};
+use http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use mpp_axum::{Mpp, PaymentReceipt, charge, charge_with, try_charge};
+use mpp_core::expiry::ManualClock;
+use mpp_core::method::Disposition;
+use mpp_core::{
+    BoxFuture, Challenge, Credential, Method, MethodError, PriceTerms, ProblemType, Receipt,
+    Verified, VerifyContext,
+};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use time::macros::datetime;
+use tower::ServiceExt;
+
+const SECRET: &str = "layer-test-secret-0123456789abcdef";
+
+/// Pays when the payload says `{"pay": "<unique ref>"}`; each ref is accepted once.
+struct TestMethod {
+    name: &'static str,
+    used: Mutex<HashSet<String>>,
+}
+
+impl TestMethod {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            used: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+impl Method for TestMethod {
+    fn name(&self) -> &str {
+        self.name
+    }
+    fn supports_intent(&self, intent: &str) -> bool {
+        intent == "charge"
+    }
+    fn request(&self, terms: &PriceTerms) -> Result<Value, MethodError> {
+        Ok(json!({
+            "amount": terms.amount.to_base_units(6)?.to_string(),
+            "currency": terms.currency.clone().unwrap_or_else(|| "usd-test".into()),
+            "recipient": "acct_test",
+        }))
+    }
+    fn verify<'a>(
+        &'a self,
+        ctx: VerifyContext<'a>,
+    ) -> BoxFuture<'a, Result<Verified, MethodError>> {
+        Box::pin(async move {
+            let p = &ctx.credential.payload;
+            if p["down"] == true {
+                return Err(MethodError::unavailable("test node down"));
+            }
+            if let Some(reason) = p["fail"].as_str() {
+                return Err(MethodError::verification_failed(reason));
+            }
+            let Some(reference) = p["pay"].as_str() else {
+                return Err(MethodError::invalid_payload("missing `pay`"));
+            };
+            if !self.used.lock().unwrap().insert(reference.to_owned()) {
+                return Err(MethodError::verification_failed("already used"));
+            }
+            let receipt = Receipt::success(
+                self.name,
+                reference,
+                mpp_core::expiry::format_timestamp(ctx.now),
+            );
+            let amount = ctx.request["amount"].as_str().unwrap().parse().unwrap();
+            let verified = Verified::serve(receipt)
+                .with_payer("did:test:payer")
+                .with_amount(amount);
+            Ok(if p["manage"] == true {
+                Verified {
+                    disposition: Disposition::Respond(204),
+                    ..verified
+                }
+            } else {
+                verified
+            })
+        })
+    }
+}
+
+struct App {
+    router: Router,
+    calls: Arc<AtomicUsize>,
+    clock: Arc<ManualClock>,
+}
+
+#[derive(Clone)]
+struct SharedClock(Arc<ManualClock>);
+impl mpp_core::expiry::Clock for SharedClock {
+    fn now(&self) -> time::OffsetDateTime {
+        self.0.now()
+    }
+}
+
+fn app_with(mpp: Mpp) -> App {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let clock = Arc::new(ManualClock::new(datetime!(2026-01-01 12:00:00 UTC)));
+    let mpp = mpp.clock(SharedClock(clock.clone()));
+    let counter = calls.clone();
+    let handler = move |paid: PaymentReceipt| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            format!(
+                "paid {} by {:?} amount {:?}",
+                paid.reference(),
+                paid.payer,
+                paid.amount
+            )
+        }
+    };
+    let counter = calls.clone();
+    let failing = move || {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            (StatusCode::INTERNAL_SERVER_ERROR, "boom")
+        }
+    };
+    let counter = calls.clone();
+    let echo_body = move |body: String| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            body
+        }
+    };
+    let router = Router::new()
+        .route("/fortune", get(handler.clone()).layer(charge("0.01")))
+        .route("/cheap", get(handler.clone()).layer(charge("0.001")))
+        .route("/failing", get(failing).layer(charge("0.01")))
+        .route("/echo", post(echo_body).layer(charge("0.01").bind_body(64)))
+        .route(
+            "/dynamic",
+            get(handler).layer(charge_with(|parts| {
+                let n: u32 = parts
+                    .uri
+                    .query()
+                    .and_then(|q| q.strip_prefix("n="))
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| mpp_axum::PriceError("query `n` is required".into()))?;
+                Ok(PriceTerms::charge(format!("0.00{n}").parse().unwrap()))
+            })),
+        )
+        .route("/health", get(|| async { "ok" }))
+        .layer(mpp.layer());
+    App {
+        router,
+        calls,
+        clock,
+    }
+}
+
+fn app() -> App {
+    app_with(Mpp::new(SECRET).unwrap().method(TestMethod::new("test")))
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: String,
+}
+
+impl Reply {
+    fn problem(&self) -> Value {
+        assert_eq!(self.headers["content-type"], "application/problem+json");
+        serde_json::from_str(&self.body).unwrap()
+    }
+    fn problem_type(&self) -> String {
+        self.problem()["type"].as_str().unwrap().to_owned()
+    }
+    fn challenges(&self) -> Vec<Challenge> {
+        Challenge::parse_all_lines(
+            self.headers
+                .get_all("www-authenticate")
+                .iter()
+                .map(|v| v.to_str().unwrap()),
+        )
+        .unwrap()
+    }
+}
+
+async fn send(app: &App, req: Request<Body>) -> Reply {
+    let response = app.router.clone().oneshot(req).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
+}
+
+fn get_req(uri: &str, authorization: Option<&str>) -> Request<Body> {
+    let mut b = Request::get(uri).header("host", "api.example.com");
+    if let Some(a) = authorization {
+        b = b.header("authorization", a);
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+fn pay(challenge: &Challenge, payload: Value) -> String {
+    Credential::new(challenge.echo(), payload).to_authorization()
+}
+
+fn problem_uri(kind: ProblemType) -> String {
+    kind.uri()
+}
+
+async fn challenge_for(app: &App, uri: &str) -> Challenge {
+    let reply = send(app, get_req(uri, None)).await;
+    assert_eq!(reply.status, StatusCode::PAYMENT_REQUIRED);
+    reply.challenges().remove(0)
+}
+
+#[tokio::test]
+async fn unpaid_request_gets_402_with_challenge_and_problem() {
+    let app = app();
+    let reply = send(&app, get_req("/fortune", None)).await;
+    assert_eq!(reply.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    assert_eq!(
+        reply.problem_type(),
+        problem_uri(ProblemType::PaymentRequired)
+    );
+    let challenges = reply.challenges();
+    assert_eq!(challenges.len(), 1);
+    let c = &challenges[0];
+    assert_eq!(
+        (c.realm.as_str(), c.method.as_str(), c.intent.as_str()),
+        ("api.example.com", "test", "charge")
+    );
+    assert_eq!(c.request.value()["amount"], "10000");
+    assert_eq!(c.expires.as_deref(), Some("2026-01-01T12:05:00.000Z"));
+    assert_eq!(reply.problem()["challengeId"], c.id.as_str());
+    assert_eq!(app.calls.load(Ordering::SeqCst), 0);
+    // A free route is untouched.
+    assert_eq!(
+        send(&app, get_req("/health", None)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn paid_request_runs_the_handler_once_with_receipt() {
+    let app = app();
+    let challenge = challenge_for(&app, "/fortune").await;
+    let reply = send(
+        &app,
+        get_req("/fortune", Some(&pay(&challenge, json!({"pay": "tx1"})))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(
+        reply.body,
+        "paid tx1 by Some(\"did:test:payer\") amount Some(10000)"
+    );
+    assert_eq!(reply.headers["cache-control"], "private");
+    let receipt =
+        Receipt::from_header_value(reply.headers["payment-receipt"].to_str().unwrap()).unwrap();
+    assert_eq!(
+        (receipt.method.as_str(), receipt.reference.as_str()),
+        ("test", "tx1")
+    );
+    assert_eq!(app.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn every_refusal_has_its_problem_type_and_never_runs_the_handler() {
+    let app = app();
+    let challenge = challenge_for(&app, "/fortune").await;
+    let mut tampered = challenge.clone();
+    tampered.id = format!("{}x", &tampered.id[..tampered.id.len() - 1]);
+    let cheap = challenge_for(&app, "/cheap").await;
+    let mut other_secret = challenge.clone();
+    other_secret.id = Challenge::builder_encoded(
+        &challenge.realm,
+        "test",
+        "charge",
+        challenge.request.clone(),
+    )
+    .expires(challenge.expires.clone().unwrap())
+    .opaque(challenge.opaque.clone().unwrap())
+    .sign(&mpp_core::ChallengeSecret::new("another-secret-0123456789abcdef-xyz").unwrap())
+    .id;
+    let cases: Vec<(&str, String, ProblemType, StatusCode)> = vec![
+        (
+            "garbage token",
+            "Payment not-base64!!".into(),
+            ProblemType::MalformedCredential,
+            StatusCode::PAYMENT_REQUIRED,
+        ),
+        (
+            "not JSON object",
+            "Payment W10".into(),
+            ProblemType::MalformedCredential,
+            StatusCode::PAYMENT_REQUIRED,
+        ),
+        (
+            "tampered id",
+            pay(&tampered, json!({"pay": "a"})),
+            ProblemType::InvalidChallenge,
+            StatusCode::PAYMENT_REQUIRED,
+        ),
+        (
+            "other server's secret",
+            pay(&other_secret, json!({"pay": "b"})),
+            ProblemType::InvalidChallenge,
+            StatusCode::PAYMENT_REQUIRED,
+        ),
+        (
+            "cheaper route's challenge",
+            pay(&cheap, json!({"pay": "c"})),
+            ProblemType::InvalidChallenge,
+            StatusCode::PAYMENT_REQUIRED,
+        ),
+        (
+            "method refuses",
+            pay(&challenge, json!({"fail": "wrong amount"})),
+            ProblemType::VerificationFailed,
+            StatusCode::PAYMENT_REQUIRED,
+        ),
+        (
+            "payload schema",
+            pay(&challenge, json!({})),
+            ProblemType::InvalidPayload,
+            StatusCode::PAYMENT_REQUIRED,
+        ),
+    ];
+    for (name, authorization, kind, status) in cases {
+        let reply = send(&app, get_req("/fortune", Some(&authorization))).await;
+        assert_eq!(reply.status, status, "{name}: {}", reply.body);
+        assert_eq!(reply.problem_type(), problem_uri(kind), "{name}");
+        // A fresh challenge comes with every 402, and the problem names it.
+        let fresh = reply.challenges();
+        assert_eq!(
+            reply.problem()["challengeId"],
+            fresh[0].id.as_str(),
+            "{name}"
+        );
+        assert!(reply.headers.get("payment-receipt").is_none(), "{name}");
+    }
+    assert_eq!(app.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_challenge_is_bound_to_its_route_and_query() {
+    let app = app();
+    let for_n1 = challenge_for(&app, "/dynamic?n=1").await;
+    assert_eq!(for_n1.request.value()["amount"], "1000");
+    // Same price, other query string: refused by the route scope.
+    let for_x1 = challenge_for(&app, "/fortune?x=1").await;
+    let reply = send(
+        &app,
+        get_req("/fortune?x=2", Some(&pay(&for_x1, json!({"pay": "q1"})))),
+    )
+    .await;
+    assert_eq!(
+        reply.problem_type(),
+        problem_uri(ProblemType::InvalidChallenge)
+    );
+    assert!(
+        reply.problem()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("another route")
+    );
+    // A price function that refuses the request: 400, no challenge.
+    let reply = send(&app, get_req("/dynamic?m=1", None)).await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    // Another price (pinning) on the same path: refused.
+    let for_n2 = challenge_for(&app, "/dynamic?n=2").await;
+    let reply = send(
+        &app,
+        get_req("/dynamic?n=1", Some(&pay(&for_n2, json!({"pay": "q2"})))),
+    )
+    .await;
+    assert_eq!(
+        reply.problem_type(),
+        problem_uri(ProblemType::InvalidChallenge)
+    );
+    // Same price on another path: refused by the route scope.
+    let fortune = challenge_for(&app, "/fortune").await;
+    let reply = send(
+        &app,
+        get_req("/failing", Some(&pay(&fortune, json!({"pay": "q3"})))),
+    )
+    .await;
+    assert_eq!(
+        reply.problem_type(),
+        problem_uri(ProblemType::InvalidChallenge)
+    );
+    assert_eq!(app.calls.load(Ordering::SeqCst), 0);
+    // The right one works.
+    let reply = send(
+        &app,
+        get_req("/dynamic?n=1", Some(&pay(&for_n1, json!({"pay": "q4"})))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn expired_challenge_gets_payment_expired() {
+    let app = app();
+    let challenge = challenge_for(&app, "/fortune").await;
+    app.clock.advance(Duration::from_secs(301));
+    let reply = send(
+        &app,
+        get_req("/fortune", Some(&pay(&challenge, json!({"pay": "late"})))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(
+        reply.problem_type(),
+        problem_uri(ProblemType::PaymentExpired)
+    );
+    assert_eq!(
+        reply.challenges()[0].expires.as_deref(),
+        Some("2026-01-01T12:10:01.000Z")
+    );
+    assert_eq!(app.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn challenge_without_expiry_is_invalid() {
+    let app = app();
+    let issued = challenge_for(&app, "/fortune").await;
+    // Properly signed by this server, but without `expires`.
+    let secret = mpp_core::ChallengeSecret::new(SECRET).unwrap();
+    let no_expiry =
+        Challenge::builder_encoded(&issued.realm, "test", "charge", issued.request.clone())
+            .opaque(issued.opaque.clone().unwrap())
+            .sign(&secret);
+    let reply = send(
+        &app,
+        get_req("/fortune", Some(&pay(&no_expiry, json!({"pay": "x"})))),
+    )
+    .await;
+    assert_eq!(
+        reply.problem_type(),
+        problem_uri(ProblemType::InvalidChallenge)
+    );
+    assert!(
+        reply.problem()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("expiry")
+    );
+}
+
+#[tokio::test]
+async fn replayed_credential_is_refused() {
+    let app = app();
+    let challenge = challenge_for(&app, "/fortune").await;
+    let authorization = pay(&challenge, json!({"pay": "once"}));
+    assert_eq!(
+        send(&app, get_req("/fortune", Some(&authorization)))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let again = send(&app, get_req("/fortune", Some(&authorization))).await;
+    assert_eq!(again.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(
+        again.problem_type(),
+        problem_uri(ProblemType::VerificationFailed)
+    );
+    assert_eq!(app.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn infrastructure_failure_is_503_and_not_served() {
+    let app = app();
+    let challenge = challenge_for(&app, "/fortune").await;
+    let reply = send(
+        &app,
+        get_req("/fortune", Some(&pay(&challenge, json!({"down": true})))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(reply.headers["retry-after"], "1");
+    assert!(
+        reply.problem()["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was charged")
+    );
+    assert_eq!(app.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn body_is_bound_by_digest() {
+    let app = app();
+    let post = |body: &'static str, auth: Option<String>| {
+        let mut b = Request::post("/echo")
+            .header("host", "api.example.com")
+            .header("content-type", "text/plain");
+        if let Some(a) = auth {
+            b = b.header("authorization", a);
+        }
+        b.body(Body::from(body)).unwrap()
+    };
+    let reply = send(&app, post("hello", None)).await;
+    let challenge = reply.challenges().remove(0);
+    assert_eq!(
+        challenge.digest,
+        Some(mpp_core::digest::body_digest(b"hello"))
+    );
+    let swapped = send(
+        &app,
+        post("HELLO", Some(pay(&challenge, json!({"pay": "d1"})))),
+    )
+    .await;
+    assert_eq!(
+        swapped.problem_type(),
+        problem_uri(ProblemType::InvalidChallenge)
+    );
+    let ok = send(
+        &app,
+        post("hello", Some(pay(&challenge, json!({"pay": "d2"})))),
+    )
+    .await;
+    assert_eq!((ok.status, ok.body.as_str()), (StatusCode::OK, "hello"));
+    let too_big = send(
+        &app,
+        post(
+            "0123456789012345678901234567890123456789012345678901234567890123456789",
+            None,
+        ),
+    )
+    .await;
+    assert_eq!(too_big.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(app.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn several_methods_one_line_each_ranked_by_accept_payment() {
+    let app = app_with(
+        Mpp::new(SECRET)
+            .unwrap()
+            .method(TestMethod::new("alpha"))
+            .method(TestMethod::new("beta")),
+    );
+    let reply = send(&app, get_req("/fortune", None)).await;
+    assert_eq!(reply.headers.get_all("www-authenticate").iter().count(), 2);
+    let names: Vec<String> = reply.challenges().into_iter().map(|c| c.method).collect();
+    assert_eq!(names, ["alpha", "beta"]);
+    let mut req = get_req("/fortune", None);
+    req.headers_mut().insert(
+        "accept-payment",
+        "beta/charge, alpha/*;q=0.5".parse().unwrap(),
+    );
+    let names: Vec<String> = send(&app, req)
+        .await
+        .challenges()
+        .into_iter()
+        .map(|c| c.method)
+        .collect();
+    assert_eq!(names, ["beta", "alpha"]);
+    // Either offer pays.
+    let challenges = send(&app, get_req("/fortune", None)).await.challenges();
+    let reply = send(
+        &app,
+        get_req("/fortune", Some(&pay(&challenges[1], json!({"pay": "b1"})))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(
+        Receipt::from_header_value(reply.headers["payment-receipt"].to_str().unwrap())
+            .unwrap()
+            .method,
+        "beta"
+    );
+}
+
+#[tokio::test]
+async fn management_disposition_answers_without_the_handler() {
+    let app = app();
+    let challenge = challenge_for(&app, "/fortune").await;
+    let reply = send(
+        &app,
+        get_req(
+            "/fortune",
+            Some(&pay(&challenge, json!({"pay": "m1", "manage": true}))),
+        ),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert!(reply.headers.contains_key("payment-receipt"));
+    assert_eq!(app.calls.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn no_receipt_on_an_error_response() {
+    let app = app();
+    let challenge = challenge_for(&app, "/failing").await;
+    let reply = send(
+        &app,
+        get_req("/failing", Some(&pay(&challenge, json!({"pay": "f1"})))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(reply.headers.get("payment-receipt").is_none());
+}
+
+#[tokio::test]
+async fn rotated_secret_still_verifies_old_challenges() {
+    let old = app();
+    let challenge = challenge_for(&old, "/fortune").await;
+    let rotated = app_with(
+        Mpp::new("the-new-secret-0123456789abcdef-0123")
+            .unwrap()
+            .previous_secret(SECRET)
+            .unwrap()
+            .method(TestMethod::new("test")),
+    );
+    let reply = send(
+        &rotated,
+        get_req("/fortune", Some(&pay(&challenge, json!({"pay": "r1"})))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn missing_configuration_is_a_500_not_a_free_pass() {
+    let router: Router =
+        Router::new().route("/fortune", get(|| async { "free?" }).layer(charge("0.01")));
+    let response = router.oneshot(get_req("/fortune", None)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+}
+
+#[test]
+fn bad_price_literals_fail_at_start_up() {
+    assert!(try_charge("abc").is_err());
+    assert!(try_charge("-1").is_err());
+    assert!(std::panic::catch_unwind(|| charge("1.2.3")).is_err());
+    let mpp = Mpp::new(SECRET).unwrap().method(TestMethod::new("test"));
+    // More decimals than the method's currency has.
+    assert!(mpp.charge("0.0000001").is_err());
+    assert!(mpp.charge("0.000001").is_ok());
+    // No method serves the intent.
+    assert!(Mpp::new(SECRET).unwrap().charge("1").is_err());
+}
