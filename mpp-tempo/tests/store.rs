@@ -1,0 +1,638 @@
+//! Replay-store semantics against real databases: SQLite in a temp file and Postgres from
+//! `MPP_TEST_DATABASE_URL` (start one with `tools/postgres/start.sh`, then
+//! `source /tmp/mpp-postgres/env`). Without that variable the Postgres tests skip, or fail when
+//! `CI` is set. The in-process `MemoryStore` runs the same cases.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use mpp_tempo::store::{Claim, MemoryStore, PgStore, ReplayStore, SqliteStore, StoreError};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use time::OffsetDateTime;
+use time::macros::datetime;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+
+/// A key no other test (or earlier run against the same Postgres) uses.
+fn unique(name: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("test:{name}:{}:{nanos}:{n}", std::process::id())
+}
+
+fn in_a_minute() -> OffsetDateTime {
+    OffsetDateTime::now_utc() + Duration::from_secs(60)
+}
+
+fn a_second_ago() -> OffsetDateTime {
+    OffsetDateTime::now_utc() - Duration::from_secs(1)
+}
+
+/// The test Postgres URL, or `None` (skip) when unset outside CI. In CI a missing database is
+/// a failure, not a silent skip.
+fn pg_url() -> Option<String> {
+    const HINT: &str = "MPP_TEST_DATABASE_URL is not set: run `tools/postgres/start.sh` and \
+         `source /tmp/mpp-postgres/env` (or export MPP_TEST_DATABASE_URL=postgres://...)";
+    match std::env::var("MPP_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ if std::env::var_os("CI").is_some() => panic!("{HINT}"),
+        _ => {
+            eprintln!("skipping Postgres test: {HINT}");
+            None
+        }
+    }
+}
+
+async fn pg_store(url: &str) -> PgStore {
+    PgStore::connect(url)
+        .await
+        .expect("connect to test Postgres")
+}
+
+async fn sqlite_file() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mpp.db");
+    (dir, path)
+}
+
+/// A loopback port with nothing listening on it.
+async fn dead_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn count(results: &[Result<Claim, StoreError>]) -> (usize, usize) {
+    for r in results {
+        assert!(r.is_ok(), "a claim failed: {r:?}");
+    }
+    let claimed = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Claim::Claimed)))
+        .count();
+    let taken = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Claim::AlreadyClaimed)))
+        .count();
+    (claimed, taken)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The shared cases, run against every backend
+
+async fn claim_then_reclaim(store: &impl ReplayStore) {
+    let key = unique("reclaim");
+    assert_eq!(
+        store.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::AlreadyClaimed
+    );
+    // A later expiry does not help a second claimant.
+    let far = OffsetDateTime::now_utc() + Duration::from_secs(86_400);
+    assert_eq!(store.claim(&key, far).await.unwrap(), Claim::AlreadyClaimed);
+    // Keys are exact: another key (even a prefix) is independent.
+    let other = format!("{key}x");
+    assert_eq!(
+        store.claim(&other, in_a_minute()).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store
+            .claim(&key[..key.len() - 1], in_a_minute())
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+}
+
+async fn expired_claim_is_reclaimable(store: &impl ReplayStore) {
+    // Already expired when claimed: the claim succeeds, and the key stays free.
+    let key = unique("expired");
+    assert_eq!(
+        store.claim(&key, a_second_ago()).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::Claimed
+    );
+    // ... and the take-over holds for its new expiry.
+    assert_eq!(
+        store.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::AlreadyClaimed
+    );
+
+    // Expires while we wait.
+    let key = unique("expiring");
+    let soon = OffsetDateTime::now_utc() + Duration::from_millis(300);
+    assert_eq!(store.claim(&key, soon).await.unwrap(), Claim::Claimed);
+    assert_eq!(
+        store.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::AlreadyClaimed
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(
+        store.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::AlreadyClaimed
+    );
+}
+
+async fn release_frees_the_key(store: &impl ReplayStore) {
+    let key = unique("release");
+    assert_eq!(
+        store.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::Claimed
+    );
+    store.release(&key).await.unwrap();
+    assert_eq!(
+        store.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::AlreadyClaimed
+    );
+    // Releasing one key leaves others alone; releasing an unknown key is fine.
+    let other = unique("release-other");
+    assert_eq!(
+        store.claim(&other, in_a_minute()).await.unwrap(),
+        Claim::Claimed
+    );
+    store.release(&key).await.unwrap();
+    store.release(&unique("never-claimed")).await.unwrap();
+    assert_eq!(
+        store.claim(&other, in_a_minute()).await.unwrap(),
+        Claim::AlreadyClaimed
+    );
+}
+
+/// 50 concurrent claims of one fresh key, then 50 of one expired key: one winner each.
+async fn concurrent_claims_one_winner<S: ReplayStore + Clone>(store: &S) {
+    for expired_first in [false, true] {
+        let key = unique("concurrent");
+        if expired_first {
+            assert_eq!(
+                store.claim(&key, a_second_ago()).await.unwrap(),
+                Claim::Claimed
+            );
+        }
+        let tasks: Vec<JoinHandle<Result<Claim, StoreError>>> = (0..50)
+            .map(|_| {
+                let store = store.clone();
+                let key = key.clone();
+                tokio::spawn(async move { store.claim(&key, in_a_minute()).await })
+            })
+            .collect();
+        let mut results = Vec::new();
+        for t in tasks {
+            results.push(t.await.unwrap());
+        }
+        assert_eq!(
+            count(&results),
+            (1, 49),
+            "expired_first={expired_first}: {results:?}"
+        );
+    }
+}
+
+/// Two independent handles (separate pools) race on the same keys: one winner per key.
+async fn two_handles_race<A, B>(a: &A, b: &B)
+where
+    A: ReplayStore + Clone,
+    B: ReplayStore + Clone,
+{
+    const KEYS: usize = 20;
+    const PER_HANDLE: usize = 4;
+    let keys: Vec<String> = (0..KEYS).map(|_| unique("race")).collect();
+    // Half the keys start as expired claims, so take-overs race too.
+    for key in keys.iter().step_by(2) {
+        assert_eq!(a.claim(key, a_second_ago()).await.unwrap(), Claim::Claimed);
+    }
+    let mut tasks: Vec<(usize, JoinHandle<Result<Claim, StoreError>>)> = Vec::new();
+    for _ in 0..PER_HANDLE {
+        for (i, key) in keys.iter().enumerate() {
+            let (a, key_a) = (a.clone(), key.clone());
+            tasks.push((
+                i,
+                tokio::spawn(async move { a.claim(&key_a, in_a_minute()).await }),
+            ));
+            let (b, key_b) = (b.clone(), key.clone());
+            tasks.push((
+                i,
+                tokio::spawn(async move { b.claim(&key_b, in_a_minute()).await }),
+            ));
+        }
+    }
+    let mut per_key: Vec<Vec<Result<Claim, StoreError>>> = (0..KEYS).map(|_| Vec::new()).collect();
+    for (i, t) in tasks {
+        per_key[i].push(t.await.unwrap());
+    }
+    for (i, results) in per_key.iter().enumerate() {
+        assert_eq!(
+            count(results),
+            (1, 2 * PER_HANDLE - 1),
+            "key {i}: {results:?}"
+        );
+    }
+    // Each handle sees the other's claims.
+    for key in &keys {
+        assert_eq!(
+            a.claim(key, in_a_minute()).await.unwrap(),
+            Claim::AlreadyClaimed
+        );
+        assert_eq!(
+            b.claim(key, in_a_minute()).await.unwrap(),
+            Claim::AlreadyClaimed
+        );
+    }
+}
+
+/// The store is usable as `Arc<dyn ReplayStore>` (how a method holds it).
+async fn through_dyn(store: Arc<dyn ReplayStore>) {
+    let key = unique("dyn");
+    assert_eq!(
+        store.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        store.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::AlreadyClaimed
+    );
+}
+
+/// An expiry of 2100-01-01T00:00:00.123456Z, stored as unix ms rounded up.
+const EXACT_EXPIRY: OffsetDateTime = datetime!(2100-01-01 0:00:00.123456 UTC);
+const EXACT_EXPIRY_MS: i64 = 4_102_444_800_124;
+
+// ---------------------------------------------------------------------------------------------
+// MemoryStore
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_semantics() {
+    let store = MemoryStore::new();
+    claim_then_reclaim(&store).await;
+    expired_claim_is_reclaimable(&store).await;
+    release_frees_the_key(&store).await;
+    concurrent_claims_one_winner(&store).await;
+    two_handles_race(&store, &store.clone()).await;
+    through_dyn(Arc::new(store.clone())).await;
+
+    let live = store.live_keys();
+    assert!(live > 0);
+    let key = unique("purge");
+    assert_eq!(
+        store.claim(&key, a_second_ago()).await.unwrap(),
+        Claim::Claimed
+    );
+    assert!(store.purge_expired() >= 1);
+    assert_eq!(store.live_keys(), live);
+}
+
+// ---------------------------------------------------------------------------------------------
+// SqliteStore
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_semantics() {
+    let (_dir, path) = sqlite_file().await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert!(path.exists(), "open creates the file");
+    claim_then_reclaim(&store).await;
+    expired_claim_is_reclaimable(&store).await;
+    release_frees_the_key(&store).await;
+    concurrent_claims_one_winner(&store).await;
+    through_dyn(Arc::new(store.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_in_memory_semantics() {
+    let store = SqliteStore::in_memory().await.unwrap();
+    claim_then_reclaim(&store).await;
+    expired_claim_is_reclaimable(&store).await;
+    release_frees_the_key(&store).await;
+    concurrent_claims_one_winner(&store).await;
+
+    // Not shared with another in-memory store.
+    let key = unique("private");
+    assert_eq!(
+        store.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::Claimed
+    );
+    let other = SqliteStore::in_memory().await.unwrap();
+    assert_eq!(
+        other.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::Claimed
+    );
+}
+
+#[tokio::test]
+async fn sqlite_uses_wal_and_stores_exact_times() {
+    let (_dir, path) = sqlite_file().await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(mode.to_lowercase(), "wal");
+    let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert!(busy >= 1000, "busy_timeout = {busy}");
+
+    let key = unique("exact");
+    assert_eq!(
+        store.claim(&key, EXACT_EXPIRY).await.unwrap(),
+        Claim::Claimed
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT expires_at FROM replay_keys WHERE key = ?1")
+        .bind(&key)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, EXACT_EXPIRY_MS);
+
+    // Purging removes expired rows only.
+    let old = unique("old");
+    assert_eq!(
+        store.claim(&old, a_second_ago()).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(store.purge_expired().await.unwrap(), 1);
+    let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replay_keys")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(left, 1);
+}
+
+#[tokio::test]
+async fn sqlite_reopen_keeps_claims() {
+    let (_dir, path) = sqlite_file().await;
+    let key = unique("durable");
+    {
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert_eq!(
+            store.claim(&key, in_a_minute()).await.unwrap(),
+            Claim::Claimed
+        );
+        store.close().await;
+    }
+    // Re-opening runs the (already applied) migrations again, harmlessly.
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(
+        store.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::AlreadyClaimed
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_two_handles_on_one_file() {
+    let (_dir, path) = sqlite_file().await;
+    // Opened concurrently: the migration race between them must resolve.
+    let (a, b) = tokio::join!(SqliteStore::open(&path), SqliteStore::open(&path));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    two_handles_race(&a, &b).await;
+}
+
+#[tokio::test]
+async fn sqlite_database_errors_are_store_errors() {
+    // Unopenable path.
+    let (dir, _) = sqlite_file().await;
+    let bad = dir.path().join("no/such/dir/mpp.db");
+    assert!(SqliteStore::open(&bad).await.is_err());
+
+    // A broken schema: every operation errors; nothing is reported as claimed.
+    let (_dir, path) = sqlite_file().await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    sqlx::query("DROP TABLE replay_keys")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let err = store.claim(&unique("broken"), in_a_minute()).await;
+    assert!(err.is_err(), "{err:?}");
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("replay store unavailable")
+    );
+    assert!(store.release("k").await.is_err());
+    assert!(store.purge_expired().await.is_err());
+
+    // A closed pool.
+    let store = SqliteStore::open(&path).await.unwrap();
+    store.close().await;
+    assert!(store.claim(&unique("closed"), in_a_minute()).await.is_err());
+    assert!(store.release("k").await.is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// PgStore
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_semantics() {
+    let Some(url) = pg_url() else { return };
+    let store = pg_store(&url).await;
+    claim_then_reclaim(&store).await;
+    expired_claim_is_reclaimable(&store).await;
+    release_frees_the_key(&store).await;
+    concurrent_claims_one_winner(&store).await;
+    through_dyn(Arc::new(store.clone())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_instances_race() {
+    let Some(url) = pg_url() else { return };
+    // Two instances start at once: the migrations serialize on sqlx's advisory lock.
+    let (a, b) = tokio::join!(PgStore::connect(&url), PgStore::connect(&url));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    two_handles_race(&a, &b).await;
+}
+
+#[tokio::test]
+async fn postgres_stores_exact_times_and_purges() {
+    let Some(url) = pg_url() else { return };
+    let store = pg_store(&url).await;
+    let key = unique("exact");
+    assert_eq!(
+        store.claim(&key, EXACT_EXPIRY).await.unwrap(),
+        Claim::Claimed
+    );
+    let stored: i64 = sqlx::query_scalar("SELECT expires_at FROM replay_keys WHERE key = $1")
+        .bind(&key)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(stored, EXACT_EXPIRY_MS);
+
+    let old = unique("old");
+    assert_eq!(
+        store.claim(&old, a_second_ago()).await.unwrap(),
+        Claim::Claimed
+    );
+    assert!(store.purge_expired().await.unwrap() >= 1);
+    let gone: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replay_keys WHERE key = $1")
+        .bind(&old)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(gone, 0);
+    let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replay_keys WHERE key = $1")
+        .bind(&key)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(kept, 1);
+}
+
+#[tokio::test]
+async fn postgres_unreachable_is_an_error() {
+    // This case needs no database; it runs everywhere.
+    let port = dead_port().await;
+    let url = format!("postgres://mpp:secret@127.0.0.1:{port}/mpp_test");
+    assert!(PgStore::connect(&url).await.is_err());
+
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_lazy(&url)
+        .unwrap();
+    let store = PgStore::new_unmigrated(pool);
+    let claim = store.claim(&unique("unreachable"), in_a_minute()).await;
+    assert!(claim.is_err(), "{claim:?}");
+    assert!(store.release("k").await.is_err());
+}
+
+#[tokio::test]
+async fn postgres_silent_server_times_out() {
+    // Accepts TCP connections and never answers: the operation deadline ends the wait.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let held2 = held.clone();
+    let accept = tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            held2.lock().unwrap().push(conn);
+        }
+    });
+    let pool = PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(30))
+        .connect_lazy(&format!("postgres://mpp:secret@127.0.0.1:{port}/mpp_test"))
+        .unwrap();
+    let store = PgStore::new_unmigrated(pool).with_timeout(Duration::from_millis(500));
+    let start = Instant::now();
+    let claim = store.claim(&unique("silent"), in_a_minute()).await;
+    assert!(claim.is_err(), "{claim:?}");
+    assert!(claim.unwrap_err().to_string().contains("did not finish"));
+    assert!(start.elapsed() < Duration::from_secs(5));
+    accept.abort();
+}
+
+/// A TCP proxy in front of the test Postgres, so a test can make "the database" die under a
+/// live pool without stopping the shared server.
+struct Proxy {
+    addr: SocketAddr,
+    accept: JoinHandle<()>,
+    conns: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Proxy {
+    async fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let conns: Arc<Mutex<Vec<JoinHandle<()>>>> = Arc::default();
+        let conns2 = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                conns2.lock().unwrap().push(task);
+            }
+        });
+        Self {
+            addr,
+            accept,
+            conns,
+        }
+    }
+
+    /// Stops listening and cuts every open connection.
+    fn kill(&self) {
+        self.accept.abort();
+        for task in self.conns.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_dies_under_a_live_pool() {
+    let Some(url) = pg_url() else { return };
+    let direct = pg_store(&url).await;
+    let options = PgConnectOptions::from_str(&url).unwrap();
+    let upstream: SocketAddr = tokio::net::lookup_host((options.get_host(), options.get_port()))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_with(options.host("127.0.0.1").port(proxy.addr.port()))
+        .await
+        .unwrap();
+    let store = PgStore::from_pool(pool)
+        .await
+        .unwrap()
+        .with_timeout(Duration::from_secs(5));
+
+    let live = unique("before-death");
+    assert_eq!(
+        store.claim(&live, in_a_minute()).await.unwrap(),
+        Claim::Claimed
+    );
+
+    proxy.kill();
+    let key = unique("after-death");
+    for _ in 0..3 {
+        let claim = store.claim(&key, in_a_minute()).await;
+        assert!(claim.is_err(), "dead database gave {claim:?}");
+    }
+    assert!(store.release(&live).await.is_err());
+
+    // None of the failed claims took the key; the earlier claim is intact.
+    assert_eq!(
+        direct.claim(&key, in_a_minute()).await.unwrap(),
+        Claim::Claimed
+    );
+    assert_eq!(
+        direct.claim(&live, in_a_minute()).await.unwrap(),
+        Claim::AlreadyClaimed
+    );
+}
+
+#[tokio::test]
+async fn postgres_closed_pool_is_an_error() {
+    let Some(url) = pg_url() else { return };
+    let store = pg_store(&url).await;
+    store.close().await;
+    assert!(store.claim(&unique("closed"), in_a_minute()).await.is_err());
+    assert!(store.release("k").await.is_err());
+}
