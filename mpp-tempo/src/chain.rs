@@ -1,0 +1,148 @@
+//! Access to a Tempo node over JSON-RPC, with a timeout on every call and the chain id cached.
+//!
+//! Errors are classified once, here: a JSON-RPC error *response* means the node looked at
+//! what we sent and refused it (a payer fault when the payer supplied it), anything else
+//! (connection refused, timeout, garbage) is an infrastructure fault.
+
+use std::future::IntoFuture;
+use std::time::Duration;
+
+use alloy::primitives::B256;
+use alloy::providers::{Provider, RootProvider};
+use alloy::transports::{RpcError, TransportError};
+use tempo_alloy::TempoNetwork;
+use tempo_alloy::rpc::{TempoTransactionReceipt, TempoTransactionRequest};
+use tokio::sync::OnceCell;
+
+use crate::charge::ChargeError;
+
+/// Default timeout of one RPC call.
+pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default timeout of `eth_sendRawTransactionSync` (Tempo finality is about 0.5 s).
+pub const DEFAULT_BROADCAST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A JSON-RPC client for one Tempo node.
+#[derive(Debug, Clone)]
+pub struct ChainClient {
+    provider: RootProvider<TempoNetwork>,
+    rpc_timeout: Duration,
+    chain_id: std::sync::Arc<OnceCell<u64>>,
+}
+
+/// What the node said about a transaction we asked it to refuse or run.
+#[derive(Debug)]
+pub(crate) enum NodeRefusal {
+    /// The node answered with a JSON-RPC error (the transaction is invalid or reverts).
+    Refused(String),
+    /// Infrastructure fault.
+    Unavailable(ChargeError),
+}
+
+impl ChainClient {
+    /// A client for `rpc_url` (http or https).
+    pub fn new(rpc_url: &str, rpc_timeout: Duration) -> Result<Self, ChargeError> {
+        let url = rpc_url
+            .parse()
+            .map_err(|e| ChargeError::Config(format!("bad rpc url `{rpc_url}`: {e}")))?;
+        Ok(Self {
+            provider: RootProvider::<TempoNetwork>::new_http(url),
+            rpc_timeout,
+            chain_id: Default::default(),
+        })
+    }
+
+    /// The underlying alloy provider (for callers that need more than this wrapper offers).
+    pub fn provider(&self) -> &RootProvider<TempoNetwork> {
+        &self.provider
+    }
+
+    /// The per-call timeout.
+    pub fn rpc_timeout(&self) -> Duration {
+        self.rpc_timeout
+    }
+
+    async fn timed<T>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        fut: impl IntoFuture<Output = Result<T, TransportError>>,
+    ) -> Result<Result<T, TransportError>, ChargeError> {
+        tokio::time::timeout(timeout, fut.into_future())
+            .await
+            .map_err(|_| ChargeError::Timeout(format!("{what} took longer than {timeout:?}")))
+    }
+
+    /// `eth_chainId`, fetched once and cached (a node does not change chains).
+    pub async fn chain_id(&self) -> Result<u64, ChargeError> {
+        self.chain_id
+            .get_or_try_init(|| async {
+                self.timed(
+                    "eth_chainId",
+                    self.rpc_timeout,
+                    self.provider.get_chain_id(),
+                )
+                .await?
+                .map_err(|e| unavailable("eth_chainId", e))
+            })
+            .await
+            .copied()
+    }
+
+    /// `eth_getTransactionReceipt`; `None` when the node does not know the transaction.
+    pub async fn receipt(
+        &self,
+        hash: B256,
+    ) -> Result<Option<TempoTransactionReceipt>, ChargeError> {
+        self.timed(
+            "eth_getTransactionReceipt",
+            self.rpc_timeout,
+            self.provider.get_transaction_receipt(hash),
+        )
+        .await?
+        .map_err(|e| unavailable("eth_getTransactionReceipt", e))
+    }
+
+    /// `eth_call` of a whole Tempo transaction: `Err(Refused)` when it would revert or is
+    /// invalid.
+    pub(crate) async fn simulate(&self, tx: TempoTransactionRequest) -> Result<(), NodeRefusal> {
+        match self
+            .timed("eth_call", self.rpc_timeout, self.provider.call(tx))
+            .await
+        {
+            Err(e) => Err(NodeRefusal::Unavailable(e)),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(refusal("eth_call", e)),
+        }
+    }
+
+    /// `eth_sendRawTransactionSync` with `timeout`: the receipt once the transaction is mined.
+    pub(crate) async fn send_raw_sync(
+        &self,
+        raw: &[u8],
+        timeout: Duration,
+    ) -> Result<TempoTransactionReceipt, NodeRefusal> {
+        match self
+            .timed(
+                "eth_sendRawTransactionSync",
+                timeout,
+                self.provider.send_raw_transaction_sync(raw),
+            )
+            .await
+        {
+            Err(e) => Err(NodeRefusal::Unavailable(e)),
+            Ok(Ok(receipt)) => Ok(receipt),
+            Ok(Err(e)) => Err(refusal("eth_sendRawTransactionSync", e)),
+        }
+    }
+}
+
+fn refusal(what: &str, e: TransportError) -> NodeRefusal {
+    match e {
+        RpcError::ErrorResp(payload) => NodeRefusal::Refused(payload.message.to_string()),
+        other => NodeRefusal::Unavailable(unavailable(what, other)),
+    }
+}
+
+fn unavailable(what: &str, e: TransportError) -> ChargeError {
+    ChargeError::NodeUnavailable(format!("{what}: {e}"))
+}

@@ -1,0 +1,87 @@
+//! Why a Tempo charge was refused or could not be verified.
+//!
+//! Two families, kept apart on purpose: **payer faults** (the credential is wrong, used, or
+//! the transfer does not pay the terms; answered 402 with a fresh challenge) and
+//! **infrastructure faults** (node or database down, timeouts; answered 503, never success,
+//! and the payer may retry).
+
+use mpp_core::{MethodError, ProblemType};
+
+use crate::store::StoreError;
+
+/// A charge verification failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ChargeError {
+    /// The `payload` JSON does not match the schema of its `type` (`invalid-payload`).
+    #[error("invalid payload: {0}")]
+    InvalidPayload(String),
+    /// The echoed request is not a valid Tempo charge request (`verification-failed`).
+    #[error("invalid charge request: {0}")]
+    InvalidRequest(String),
+    /// The payment does not satisfy the terms (`verification-failed`).
+    #[error("verification failed: {0}")]
+    VerificationFailed(String),
+    /// The transaction, hash or proof was already used (`verification-failed`).
+    #[error("already used: {0}")]
+    Replayed(String),
+    /// The request names a chain other than the one the node serves (`verification-failed`).
+    #[error("chain id mismatch: the request says {requested}, the node serves {node}")]
+    ChainMismatch {
+        /// `methodDetails.chainId`.
+        requested: u64,
+        /// `eth_chainId` of the configured node.
+        node: u64,
+    },
+    /// The RPC node could not be reached or answered with a transport error (503).
+    #[error("tempo node unavailable: {0}")]
+    NodeUnavailable(String),
+    /// An RPC call did not finish in time (503). When it was the broadcast, the outcome is
+    /// unknown and the replay claim is kept, so the credential cannot be spent twice.
+    #[error("tempo node timed out: {0}")]
+    Timeout(String),
+    /// The replay store failed (503).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The server's own configuration is unusable (e.g. a fee-payer key the node rejects).
+    #[error("tempo method misconfigured: {0}")]
+    Config(String),
+}
+
+impl ChargeError {
+    /// True for faults of the payer (402 + fresh challenge); false for infrastructure faults.
+    pub fn is_payer_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidPayload(_)
+                | Self::InvalidRequest(_)
+                | Self::VerificationFailed(_)
+                | Self::Replayed(_)
+                | Self::ChainMismatch { .. }
+        )
+    }
+
+    /// The problem type for payer faults; `None` for infrastructure faults (503).
+    pub fn problem(&self) -> Option<ProblemType> {
+        match self {
+            Self::InvalidPayload(_) => Some(ProblemType::InvalidPayload),
+            Self::InvalidRequest(_)
+            | Self::VerificationFailed(_)
+            | Self::Replayed(_)
+            | Self::ChainMismatch { .. } => Some(ProblemType::VerificationFailed),
+            Self::NodeUnavailable(_) | Self::Timeout(_) | Self::Store(_) | Self::Config(_) => None,
+        }
+    }
+
+    pub(crate) fn failed(detail: impl Into<String>) -> Self {
+        Self::VerificationFailed(detail.into())
+    }
+}
+
+impl From<ChargeError> for MethodError {
+    fn from(e: ChargeError) -> Self {
+        match e.problem() {
+            Some(problem) => MethodError::rejected(problem, e.to_string()),
+            None => MethodError::unavailable(e),
+        }
+    }
+}

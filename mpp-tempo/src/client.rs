@@ -1,0 +1,325 @@
+//! The payer side of a Tempo charge: builds the credential `payload` (and `source` DID) that
+//! answers a challenge. Independent of HTTP: the input is the decoded challenge fields and a
+//! signer.
+//!
+//! - **pull** ([`TempoPayer::pull`]): a signed `0x76` transaction with an expiring nonce
+//!   (`nonceKey = U256::MAX`, `validBefore = min(now + 25 s, expires)`) and one
+//!   `transferWithMemo` per expected transfer, the primary one carrying the attribution memo.
+//!   When the request says `feePayer: true`, the `0x78` fee-payer envelope instead.
+//! - **push** ([`TempoPayer::push`]): the same transaction, sent by the payer; the payload is
+//!   its hash.
+//! - **proof** ([`TempoPayer::proof`]): the EIP-712 proof for zero-amount charges.
+
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use alloy::eips::eip2718::Encodable2718;
+use alloy::network::ReceiptResponse;
+use alloy::primitives::{Address, B256, Bytes, TxKind, U256};
+use alloy::providers::Provider;
+use alloy::signers::SignerSync;
+use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolCall;
+use serde_json::{Value, json};
+use tempo_alloy::contracts::precompiles::ITIP20;
+use tempo_alloy::rpc::TempoTransactionRequest;
+use tempo_primitives::transaction::{
+    Call, FEE_PAYER_SIGNATURE_MARKER, PrimitiveSignature, TEMPO_EXPIRING_NONCE_KEY, TempoSignature,
+    TempoTransaction,
+};
+use time::OffsetDateTime;
+
+use crate::chain::{ChainClient, DEFAULT_RPC_TIMEOUT};
+use crate::charge::envelope::FeePayerEnvelope;
+use crate::charge::memo::attribution_memo;
+use crate::charge::proof::proof_digest;
+use crate::charge::{ChargeMode, TempoChargeRequest};
+
+/// How long a signed pull transaction stays valid (the SDKs' 25 s).
+pub const PULL_VALIDITY: Duration = Duration::from_secs(25);
+
+/// The challenge being answered, as decoded from `WWW-Authenticate`.
+#[derive(Debug, Clone, Copy)]
+pub struct ChargeChallenge<'a> {
+    /// The challenge id.
+    pub id: &'a str,
+    /// The challenge realm (the attribution memo's server id).
+    pub realm: &'a str,
+    /// The decoded `request` object.
+    pub request: &'a Value,
+    /// The challenge expiry.
+    pub expires: OffsetDateTime,
+}
+
+/// What the payer sends: `payload` and `source` of the credential.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PaymentCredential {
+    /// The credential `payload`.
+    pub payload: Value,
+    /// The credential `source`: `did:pkh:eip155:<chainId>:<address>`.
+    pub source: String,
+    /// The hash of the transaction, when there is one (push: already mined; pull: the
+    /// hash the server's broadcast will have unless it co-signs).
+    pub tx_hash: Option<B256>,
+}
+
+/// Why a payment could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The challenge's request is not a valid Tempo charge request.
+    #[error("bad charge request: {0}")]
+    Request(String),
+    /// The request does not allow this mode.
+    #[error("not offered: {0}")]
+    NotOffered(&'static str),
+    /// The node failed or refused.
+    #[error("tempo node: {0}")]
+    Node(String),
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Signing(String),
+}
+
+/// Overrides for building a pull/push transaction. The defaults are what SDK clients do;
+/// the overrides exist to build deliberately wrong payments in tests.
+#[derive(Debug, Clone, Default)]
+pub struct TxOptions {
+    /// `validBefore` as unix seconds (default `min(now + 25 s, expires)`).
+    pub valid_before: Option<u64>,
+    /// The primary transfer's memo (default: the request memo, else the attribution memo).
+    /// `Some(None)` sends a plain `transfer`.
+    pub primary_memo: Option<Option<B256>>,
+    /// The chain id written into the transaction (default: the request's).
+    pub chain_id: Option<u64>,
+    /// The gas limit (default: estimate + margin).
+    pub gas_limit: Option<u64>,
+    /// A fee token (default: none, the node picks the sender's preference).
+    pub fee_token: Option<Address>,
+}
+
+/// A payer: a signing key and a node to ask for gas prices (and, for push, to send through).
+#[derive(Debug, Clone)]
+pub struct TempoPayer {
+    signer: PrivateKeySigner,
+    chain: ChainClient,
+}
+
+impl TempoPayer {
+    /// A payer signing with `signer`, talking to `rpc_url`.
+    pub fn new(signer: PrivateKeySigner, rpc_url: &str) -> Result<Self, ClientError> {
+        let chain = ChainClient::new(rpc_url, DEFAULT_RPC_TIMEOUT)
+            .map_err(|e| ClientError::Node(e.to_string()))?;
+        Ok(Self { signer, chain })
+    }
+
+    /// The payer's address.
+    pub fn address(&self) -> Address {
+        self.signer.address()
+    }
+
+    /// Pays the way SDK clients do by default: a proof for zero amounts, else pull (the
+    /// `0x78` envelope when the server sponsors), else push if pull is not offered.
+    pub async fn pay(
+        &self,
+        challenge: ChargeChallenge<'_>,
+    ) -> Result<PaymentCredential, ClientError> {
+        let req = parse(challenge.request)?;
+        if req.amount == 0 {
+            return self.proof(challenge);
+        }
+        if req.allows(ChargeMode::Pull) {
+            self.pull(challenge, &TxOptions::default()).await
+        } else {
+            self.push(challenge, &TxOptions::default()).await
+        }
+    }
+
+    /// A pull credential: the signed transaction (`0x78` envelope when `feePayer` is set).
+    pub async fn pull(
+        &self,
+        challenge: ChargeChallenge<'_>,
+        options: &TxOptions,
+    ) -> Result<PaymentCredential, ClientError> {
+        let req = parse(challenge.request)?;
+        if !req.allows(ChargeMode::Pull) {
+            return Err(ClientError::NotOffered("pull"));
+        }
+        let sponsored = req.method_details.fee_payer;
+        let (tx, signature) = self.signed_tx(challenge, &req, options, sponsored).await?;
+        let (raw, tx_hash) = if sponsored {
+            let envelope = FeePayerEnvelope::new(tx, self.address(), signature);
+            (envelope.encode(), None)
+        } else {
+            let signed = tx.into_signed(signature);
+            (signed.encoded_2718(), Some(*signed.hash()))
+        };
+        Ok(PaymentCredential {
+            payload: json!({"type": "transaction", "signature": Bytes::from(raw).to_string()}),
+            source: self.did(req.method_details.chain_id),
+            tx_hash,
+        })
+    }
+
+    /// A push credential: sends the transaction (`eth_sendRawTransactionSync`), then
+    /// presents its hash. Fails if it reverted.
+    pub async fn push(
+        &self,
+        challenge: ChargeChallenge<'_>,
+        options: &TxOptions,
+    ) -> Result<PaymentCredential, ClientError> {
+        let req = parse(challenge.request)?;
+        if !req.allows(ChargeMode::Push) {
+            return Err(ClientError::NotOffered("push"));
+        }
+        let (tx, signature) = self.signed_tx(challenge, &req, options, false).await?;
+        let signed = tx.into_signed(signature);
+        let receipt = tokio::time::timeout(
+            Duration::from_secs(15),
+            self.chain
+                .provider()
+                .send_raw_transaction_sync(&signed.encoded_2718()),
+        )
+        .await
+        .map_err(|_| ClientError::Node("eth_sendRawTransactionSync timed out".into()))?
+        .map_err(|e| ClientError::Node(e.to_string()))?;
+        if !receipt.status() {
+            return Err(ClientError::Node("the payment transaction reverted".into()));
+        }
+        let hash = receipt.transaction_hash();
+        Ok(PaymentCredential {
+            payload: json!({"type": "hash", "hash": hash.to_string()}),
+            source: self.did(req.method_details.chain_id),
+            tx_hash: Some(hash),
+        })
+    }
+
+    /// A zero-amount proof credential.
+    pub fn proof(&self, challenge: ChargeChallenge<'_>) -> Result<PaymentCredential, ClientError> {
+        let req = parse(challenge.request)?;
+        let chain_id = req.method_details.chain_id;
+        let digest = proof_digest(chain_id, self.address(), challenge.id, challenge.realm);
+        let signature = self
+            .signer
+            .sign_hash_sync(&digest)
+            .map_err(|e| ClientError::Signing(e.to_string()))?;
+        Ok(PaymentCredential {
+            payload: json!({"type": "proof", "signature": Bytes::from(signature.as_bytes()).to_string()}),
+            source: self.did(chain_id),
+            tx_hash: None,
+        })
+    }
+
+    fn did(&self, chain_id: u64) -> String {
+        format!(
+            "did:pkh:eip155:{chain_id}:{}",
+            self.address().to_checksum(None)
+        )
+    }
+
+    /// The calls SDK clients make: one `transferWithMemo` (or `transfer` for memo-less splits)
+    /// per expected transfer.
+    fn calls(
+        challenge: ChargeChallenge<'_>,
+        req: &TempoChargeRequest,
+        options: &TxOptions,
+    ) -> Result<Vec<Call>, ClientError> {
+        let expected = req
+            .expected_transfers()
+            .map_err(|e| ClientError::Request(e.to_string()))?;
+        let attribution = attribution_memo(challenge.realm, challenge.id, None);
+        Ok(expected
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let memo = if i == 0 {
+                    options
+                        .primary_memo
+                        .unwrap_or(Some(t.memo.unwrap_or(attribution)))
+                } else {
+                    t.memo
+                };
+                let input = match memo {
+                    Some(memo) => ITIP20::transferWithMemoCall {
+                        to: t.recipient,
+                        amount: U256::from(t.amount),
+                        memo,
+                    }
+                    .abi_encode(),
+                    None => ITIP20::transferCall {
+                        to: t.recipient,
+                        amount: U256::from(t.amount),
+                    }
+                    .abi_encode(),
+                };
+                Call {
+                    to: TxKind::Call(req.currency),
+                    value: U256::ZERO,
+                    input: input.into(),
+                }
+            })
+            .collect())
+    }
+
+    async fn signed_tx(
+        &self,
+        challenge: ChargeChallenge<'_>,
+        req: &TempoChargeRequest,
+        options: &TxOptions,
+        sponsored: bool,
+    ) -> Result<(TempoTransaction, TempoSignature), ClientError> {
+        let calls = Self::calls(challenge, req, options)?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let default_valid_before =
+            (now + PULL_VALIDITY.as_secs() as i64).min(challenge.expires.unix_timestamp());
+        let valid_before = options
+            .valid_before
+            .unwrap_or(u64::try_from(default_valid_before).unwrap_or(0));
+        let node = |e: alloy::transports::TransportError| ClientError::Node(e.to_string());
+        let gas_price = self.chain.provider().get_gas_price().await.map_err(node)?;
+        let max_fee_per_gas = gas_price.saturating_mul(2).max(1_000_000_000);
+        let max_priority_fee_per_gas = 1_000_000_000u128.min(max_fee_per_gas);
+        let mut tx = TempoTransaction {
+            chain_id: options.chain_id.unwrap_or(req.method_details.chain_id),
+            fee_token: if sponsored { None } else { options.fee_token },
+            max_priority_fee_per_gas,
+            max_fee_per_gas,
+            gas_limit: 0,
+            calls,
+            nonce_key: TEMPO_EXPIRING_NONCE_KEY,
+            nonce: 0,
+            valid_before: NonZeroU64::new(valid_before),
+            ..Default::default()
+        };
+        tx.gas_limit = match options.gas_limit {
+            Some(limit) => limit,
+            None => {
+                let mut estimate = TempoTransactionRequest::from(tx.clone());
+                estimate.inner.from = Some(self.address());
+                let gas = self
+                    .chain
+                    .provider()
+                    .estimate_gas(estimate)
+                    .await
+                    .map_err(node)?;
+                // The estimate does not cover a fee-payer signature; leave headroom.
+                gas.saturating_mul(3) / 2 + 30_000
+            }
+        };
+        if sponsored {
+            // The placeholder makes the sender's signing hash skip `fee_token`.
+            tx.fee_payer_signature = Some(FEE_PAYER_SIGNATURE_MARKER);
+        }
+        let signature = self
+            .signer
+            .sign_hash_sync(&tx.signature_hash())
+            .map_err(|e| ClientError::Signing(e.to_string()))?;
+        Ok((
+            tx,
+            TempoSignature::Primitive(PrimitiveSignature::Secp256k1(signature)),
+        ))
+    }
+}
+
+fn parse(request: &Value) -> Result<TempoChargeRequest, ClientError> {
+    TempoChargeRequest::from_json(request).map_err(|e| ClientError::Request(e.to_string()))
+}
