@@ -295,6 +295,8 @@ impl TempoPayer {
             None => {
                 let mut estimate = TempoTransactionRequest::from(tx.clone());
                 estimate.inner.from = Some(self.address());
+                // `gas_limit: 0` above would cap the estimate itself at zero.
+                estimate.inner.gas = None;
                 let gas = self
                     .chain
                     .provider()
