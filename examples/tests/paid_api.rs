@@ -1,0 +1,281 @@
+//! End to end against the `paid-api` binary itself, on a real local Tempo node: our client
+//! pays and the tokens move on chain; a replayed credential is refused; two `paid-api`
+//! instances sharing one Postgres accept a credential exactly once; a stopped node gives 503
+//! and never serves.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use mpp_core::{Challenge, Credential, ProblemType, Receipt};
+use mpp_examples::{pay_url, signer_from_hex};
+use mpp_tempo::client::{ChargeChallenge, TempoPayer};
+use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS};
+use serde_json::{Value, json};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const RECIPIENT: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"; // dev account 3
+const PATH_USD: &str = "0x20c0000000000000000000000000000000000000";
+
+struct PaidApi {
+    child: Child,
+    base: String,
+}
+
+impl Drop for PaidApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn start_paid_api(rpc_url: &str, database_url: &str) -> PaidApi {
+    let port = free_port();
+    let child = Command::new(env!("CARGO_BIN_EXE_paid-api"))
+        .env("PORT", port.to_string())
+        .env("TEMPO_RPC_URL", rpc_url)
+        .env("DATABASE_URL", database_url)
+        .env("MPP_SECRET_KEY", "e2e-secret-0123456789abcdef0123456789")
+        .env("MPP_RECIPIENT", RECIPIENT)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn paid-api");
+    let api = PaidApi {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(r) = reqwest::get(format!("{}/health", api.base)).await
+            && r.status().is_success()
+        {
+            return api;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("paid-api did not become healthy at {}", api.base);
+}
+
+async fn balance(rpc_url: &str, owner: &str) -> u128 {
+    let data = format!(
+        "0x70a08231{:0>64}",
+        owner.trim_start_matches("0x").to_lowercase()
+    );
+    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_call",
+        "params": [{"to": PATH_USD, "data": data}, "latest"]});
+    let reply: Value = reqwest::Client::new()
+        .post(rpc_url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    u128::from_str_radix(
+        reply["result"].as_str().unwrap().trim_start_matches("0x"),
+        16,
+    )
+    .unwrap()
+}
+
+fn payer(rpc_url: &str, account: usize) -> TempoPayer {
+    TempoPayer::new(
+        signer_from_hex(DEV_ACCOUNTS[account].private_key).unwrap(),
+        rpc_url,
+    )
+    .unwrap()
+}
+
+/// A paid `Authorization` value for a fresh challenge of `url` (not yet sent).
+async fn credential_for(url: &str, payer: &TempoPayer) -> String {
+    let reply = reqwest::get(url).await.unwrap();
+    assert_eq!(reply.status(), 402);
+    let header = reply.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let challenge = Challenge::parse_all(&header).unwrap().remove(0);
+    let request = Value::Object(challenge.request.value().clone());
+    let expires = mpp_core::expiry::parse_timestamp(challenge.expires.as_deref().unwrap()).unwrap();
+    let paid = payer
+        .pay(ChargeChallenge {
+            id: &challenge.id,
+            realm: &challenge.realm,
+            request: &request,
+            expires,
+        })
+        .await
+        .unwrap();
+    Credential::new(challenge.echo(), paid.payload)
+        .with_source(paid.source)
+        .to_authorization()
+}
+
+async fn problem_type(response: reqwest::Response) -> String {
+    let body: Value = response.json().await.unwrap();
+    body["type"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn our_client_pays_paid_api_and_tokens_move() {
+    let Some(node) = AnvilNode::start() else {
+        return;
+    };
+    let db = tempfile::tempdir().unwrap();
+    let api = start_paid_api(
+        &node.rpc_url(),
+        &format!("sqlite://{}", db.path().join("e2e.db").display()),
+    )
+    .await;
+    let url = format!("{}/fortune", api.base);
+
+    let before = balance(&node.rpc_url(), RECIPIENT).await;
+    let started = Instant::now();
+    let paid = pay_url(&reqwest::Client::new(), &url, &payer(&node.rpc_url(), 0))
+        .await
+        .unwrap();
+    eprintln!("one pull payment through paid-api: {:?}", started.elapsed());
+    assert_eq!(paid.status, 200, "{}", paid.body);
+    let receipt = paid.receipt.expect("Payment-Receipt");
+    assert_eq!(
+        (receipt.status.as_str(), receipt.method.as_str()),
+        ("success", "tempo")
+    );
+    assert!(receipt.reference.starts_with("0x") && receipt.reference.len() == 66);
+    let body: Value = serde_json::from_str(&paid.body).unwrap();
+    assert_eq!(body["tx"], receipt.reference.as_str());
+    assert_eq!(balance(&node.rpc_url(), RECIPIENT).await, before + 10_000);
+}
+
+#[tokio::test]
+async fn a_replayed_credential_is_refused_and_not_charged_twice() {
+    let Some(node) = AnvilNode::start() else {
+        return;
+    };
+    let db = tempfile::tempdir().unwrap();
+    let api = start_paid_api(
+        &node.rpc_url(),
+        &format!("sqlite://{}", db.path().join("e2e.db").display()),
+    )
+    .await;
+    let url = format!("{}/fortune", api.base);
+    let authorization = credential_for(&url, &payer(&node.rpc_url(), 1)).await;
+    let http = reqwest::Client::new();
+    let first = http
+        .get(&url)
+        .header("authorization", &authorization)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let receipt =
+        Receipt::from_header_value(first.headers()["payment-receipt"].to_str().unwrap()).unwrap();
+    let after_first = balance(&node.rpc_url(), RECIPIENT).await;
+    let second = http
+        .get(&url)
+        .header("authorization", &authorization)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 402);
+    assert!(second.headers().contains_key("www-authenticate"));
+    assert_eq!(
+        problem_type(second).await,
+        ProblemType::VerificationFailed.uri()
+    );
+    assert_eq!(
+        balance(&node.rpc_url(), RECIPIENT).await,
+        after_first,
+        "no second transfer ({})",
+        receipt.reference
+    );
+}
+
+#[tokio::test]
+async fn two_instances_sharing_postgres_accept_a_credential_once() {
+    let Some(node) = AnvilNode::start() else {
+        return;
+    };
+    let Ok(database_url) = std::env::var("MPP_TEST_DATABASE_URL") else {
+        let hint = "MPP_TEST_DATABASE_URL is not set: run scripts/test.sh (it starts PostgreSQL)";
+        if std::env::var_os("CI").is_some() {
+            panic!("{hint}");
+        }
+        eprintln!("skipping: {hint}");
+        return;
+    };
+    let a = start_paid_api(&node.rpc_url(), &database_url).await;
+    let b = start_paid_api(&node.rpc_url(), &database_url).await;
+    // The challenge comes from instance A; both share the secret, so B recognizes it too.
+    let authorization =
+        credential_for(&format!("{}/fortune", a.base), &payer(&node.rpc_url(), 2)).await;
+    let before = balance(&node.rpc_url(), RECIPIENT).await;
+    let http = reqwest::Client::new();
+    let mut attempts = Vec::new();
+    for i in 0..20 {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        let request = http
+            .get(format!("{base}/fortune"))
+            .header("authorization", &authorization);
+        attempts.push(tokio::spawn(async move {
+            request.send().await.unwrap().status().as_u16()
+        }));
+    }
+    let mut statuses = Vec::new();
+    for attempt in attempts {
+        statuses.push(attempt.await.unwrap());
+    }
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        1,
+        "{statuses:?}"
+    );
+    assert!(
+        statuses.iter().all(|s| *s == 200 || *s == 402),
+        "{statuses:?}"
+    );
+    assert_eq!(balance(&node.rpc_url(), RECIPIENT).await, before + 10_000);
+}
+
+#[tokio::test]
+async fn a_stopped_node_gives_503_and_never_serves() {
+    let Some(mut node) = AnvilNode::start() else {
+        return;
+    };
+    let db = tempfile::tempdir().unwrap();
+    let api = start_paid_api(
+        &node.rpc_url(),
+        &format!("sqlite://{}", db.path().join("e2e.db").display()),
+    )
+    .await;
+    let url = format!("{}/fortune", api.base);
+    let authorization = credential_for(&url, &payer(&node.rpc_url(), 4)).await;
+    node.stop();
+    let reply = reqwest::Client::new()
+        .get(&url)
+        .header("authorization", &authorization)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reply.status(), 503);
+    assert!(reply.headers().get("payment-receipt").is_none());
+    let body: Value = reply.json().await.unwrap();
+    assert!(body.get("fortune").is_none());
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("nothing was charged")
+    );
+}
