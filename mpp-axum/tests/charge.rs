@@ -662,3 +662,28 @@ fn bad_price_literals_fail_at_start_up() {
     // No method serves the intent.
     assert!(Mpp::new(SECRET).unwrap().charge("1").is_err());
 }
+
+#[tokio::test]
+async fn cors_exposes_the_payment_headers() {
+    use tower_http::cors::{Any, CorsLayer};
+    let app = app();
+    let router = app
+        .router
+        .clone()
+        .layer(mpp_axum::cors::with_payment_headers(
+            CorsLayer::new().allow_origin(Any),
+        ));
+    let mut req = get_req("/fortune", None);
+    req.headers_mut()
+        .insert("origin", "https://app.example".parse().unwrap());
+    let response = router.oneshot(req).await.unwrap();
+    assert_eq!(response.status(), StatusCode::PAYMENT_REQUIRED);
+    let exposed = response.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        exposed.contains("www-authenticate") && exposed.contains("payment-receipt"),
+        "{exposed}"
+    );
+}
