@@ -178,6 +178,17 @@ mod tests {
     }
 
     #[test]
+    fn parsed_floats_canonicalize_stably() {
+        // Found by the base64url_json fuzz target: without correctly rounded parsing,
+        // serde_json read this as a neighbouring double, and JCS changed it on every pass.
+        let v: Value = serde_json::from_str(r#"{"!":6.666666666666667e+41}"#).unwrap();
+        let once = to_string(&v).unwrap();
+        assert_eq!(once, r#"{"!":6.666666666666667e+41}"#);
+        let again: Value = serde_json::from_str(&once).unwrap();
+        assert_eq!(to_string(&again).unwrap(), once);
+    }
+
+    #[test]
     fn control_characters_and_nesting() {
         let v = json!({"a": [1, {"c": "\u{1}\n", "b": null}], "A": true});
         assert_eq!(
