@@ -171,6 +171,26 @@ impl TempoPayer {
         if !req.allows(ChargeMode::Push) {
             return Err(ClientError::NotOffered("push"));
         }
+        let (hash, succeeded) = self.send_payment(challenge, options).await?;
+        if !succeeded {
+            return Err(ClientError::Node("the payment transaction reverted".into()));
+        }
+        Ok(PaymentCredential {
+            payload: json!({"type": "hash", "hash": hash.to_string()}),
+            source: self.did(req.method_details.chain_id),
+            tx_hash: Some(hash),
+        })
+    }
+
+    /// Signs and sends the payment transaction itself (`eth_sendRawTransactionSync`), without
+    /// checking the outcome: returns the hash and whether it succeeded. [`Self::push`] is
+    /// this plus the status check.
+    pub async fn send_payment(
+        &self,
+        challenge: ChargeChallenge<'_>,
+        options: &TxOptions,
+    ) -> Result<(B256, bool), ClientError> {
+        let req = parse(challenge.request)?;
         let (tx, signature) = self.signed_tx(challenge, &req, options, false).await?;
         let signed = tx.into_signed(signature);
         let receipt = tokio::time::timeout(
@@ -182,15 +202,7 @@ impl TempoPayer {
         .await
         .map_err(|_| ClientError::Node("eth_sendRawTransactionSync timed out".into()))?
         .map_err(|e| ClientError::Node(e.to_string()))?;
-        if !receipt.status() {
-            return Err(ClientError::Node("the payment transaction reverted".into()));
-        }
-        let hash = receipt.transaction_hash();
-        Ok(PaymentCredential {
-            payload: json!({"type": "hash", "hash": hash.to_string()}),
-            source: self.did(req.method_details.chain_id),
-            tx_hash: Some(hash),
-        })
+        Ok((receipt.transaction_hash(), receipt.status()))
     }
 
     /// A zero-amount proof credential.
@@ -276,7 +288,9 @@ impl TempoPayer {
             .unwrap_or(u64::try_from(default_valid_before).unwrap_or(0));
         let node = |e: alloy::transports::TransportError| ClientError::Node(e.to_string());
         let gas_price = self.chain.provider().get_gas_price().await.map_err(node)?;
-        let max_fee_per_gas = gas_price.saturating_mul(2).max(1_000_000_000);
+        // 20 % over the current price, as viem does: enough for the next block, and small
+        // enough to stay inside a sponsor's gas budget (gasLimit × maxFeePerGas ≤ 5e16).
+        let max_fee_per_gas = (gas_price.saturating_mul(6) / 5).max(1_000_000_000);
         let max_priority_fee_per_gas = 1_000_000_000u128.min(max_fee_per_gas);
         let mut tx = TempoTransaction {
             chain_id: options.chain_id.unwrap_or(req.method_details.chain_id),
@@ -304,7 +318,7 @@ impl TempoPayer {
                     .await
                     .map_err(node)?;
                 // The estimate does not cover a fee-payer signature; leave headroom.
-                gas.saturating_mul(3) / 2 + 30_000
+                gas.saturating_mul(5) / 4 + 50_000
             }
         };
         if sponsored {

@@ -1,6 +1,9 @@
 //! Protocol vectors (copied from the shared protocol notes into `tests/vectors/`): attribution
 //! memos, the v3 proof, ABI constants, and the fee-payer policy cases, all offline.
 
+// Test helpers outside #[test] fns panic on broken fixtures by design.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::num::NonZeroU64;
 use std::time::Duration;
 

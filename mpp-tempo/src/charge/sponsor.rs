@@ -126,7 +126,10 @@ impl Sponsor {
             ));
         }
         if tx.max_fee_per_gas > p.max_fee_per_gas {
-            return refuse("maxFeePerGas too high".into());
+            return refuse(format!(
+                "maxFeePerGas {} above {}",
+                tx.max_fee_per_gas, p.max_fee_per_gas
+            ));
         }
         if tx.max_priority_fee_per_gas > p.max_priority_fee_per_gas
             || tx.max_priority_fee_per_gas > tx.max_fee_per_gas
@@ -134,7 +137,10 @@ impl Sponsor {
             return refuse("maxPriorityFeePerGas too high".into());
         }
         if u128::from(tx.gas_limit).saturating_mul(tx.max_fee_per_gas) > p.max_fee_budget {
-            return refuse("gas budget too high".into());
+            return refuse(format!(
+                "gas budget {} × {} above {}",
+                tx.gas_limit, tx.max_fee_per_gas, p.max_fee_budget
+            ));
         }
         if !tx.access_list.is_empty() {
             return refuse("access list is not allowed".into());

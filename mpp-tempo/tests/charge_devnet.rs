@@ -1,0 +1,686 @@
+//! Tempo charge verification against a real local node (`anvil --network tempo`, started per
+//! test by `mpp_tempo::testing`). Each test skips (with a message) when the node binary is not
+//! installed, unless `CI` is set.
+//!
+//! Run: `cargo test -p mpp-tempo --features testing,client --test charge_devnet -- --nocapture`
+
+// Test helpers outside #[test] fns panic on broken fixtures by design.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use alloy::primitives::{Address, B256, U256, address};
+use alloy::signers::local::PrivateKeySigner;
+use mpp_tempo::charge::{ChargeMode, SponsorPolicy};
+use mpp_tempo::client::{ChargeChallenge, PaymentCredential, TempoPayer, TxOptions};
+use mpp_tempo::store::{Claim, ReplayStore, SqliteStore};
+use mpp_tempo::testing::{ANVIL_CHAIN_ID, AnvilNode, DEV_ACCOUNTS, tokens};
+use mpp_tempo::{ChargeError, ChargeKind, ChargeReceipt, Tempo, TempoChargeRequest};
+use serde_json::Value;
+use tempo_alloy::contracts::precompiles::ITIP20;
+use time::OffsetDateTime;
+
+const REALM: &str = "api.example.com";
+const RECIPIENT: Address = address!("742d35Cc6634c0532925a3b844bC9e7595F8fE00");
+const PRICE: u128 = 10_000; // 0.01 pathUSD
+
+struct Env {
+    node: AnvilNode,
+    tempo: Tempo,
+    store: Arc<SqliteStore>,
+    _dir: tempfile::TempDir,
+}
+
+async fn env() -> Option<Env> {
+    env_with(|b| b).await
+}
+
+async fn env_with(
+    configure: impl FnOnce(mpp_tempo::TempoBuilder) -> mpp_tempo::TempoBuilder,
+) -> Option<Env> {
+    let node = AnvilNode::start()?;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(
+        SqliteStore::open(dir.path().join("replay.db"))
+            .await
+            .unwrap(),
+    );
+    let builder = Tempo::builder()
+        .rpc_url(node.rpc_url())
+        .recipient(RECIPIENT)
+        .store(store.clone());
+    let tempo = configure(builder).build().await.unwrap();
+    assert_eq!(tempo.chain_id(), ANVIL_CHAIN_ID);
+    Some(Env {
+        node,
+        tempo,
+        store,
+        _dir: dir,
+    })
+}
+
+fn payer(env: &Env, account: usize) -> TempoPayer {
+    let signer: PrivateKeySigner = DEV_ACCOUNTS[account].private_key.parse().unwrap();
+    TempoPayer::new(signer, &env.node.rpc_url()).unwrap()
+}
+
+/// A fresh challenge: id, expiry, and the request JSON.
+struct Challenge {
+    id: String,
+    expires: OffsetDateTime,
+    request: Value,
+}
+
+impl Challenge {
+    fn new(req: &TempoChargeRequest) -> Self {
+        static N: AtomicU64 = AtomicU64::new(0);
+        Self {
+            id: format!(
+                "chal-{}-{}",
+                N.fetch_add(1, Ordering::Relaxed),
+                OffsetDateTime::now_utc().unix_timestamp_nanos()
+            ),
+            expires: OffsetDateTime::now_utc() + Duration::from_secs(300),
+            request: req.to_json(),
+        }
+    }
+
+    fn as_client(&self) -> ChargeChallenge<'_> {
+        ChargeChallenge {
+            id: &self.id,
+            realm: REALM,
+            request: &self.request,
+            expires: self.expires,
+        }
+    }
+
+    /// The same challenge, but the client is shown other terms (to build wrong payments).
+    fn client_view<'a>(&'a self, request: &'a Value) -> ChargeChallenge<'a> {
+        ChargeChallenge {
+            request,
+            ..self.as_client()
+        }
+    }
+}
+
+async fn verify(
+    env: &Env,
+    req: &TempoChargeRequest,
+    ch: &Challenge,
+    cred: &PaymentCredential,
+) -> Result<ChargeReceipt, ChargeError> {
+    env.tempo
+        .verify_charge(
+            req,
+            &ch.id,
+            REALM,
+            ch.expires,
+            Some(&cred.source),
+            &cred.payload,
+        )
+        .await
+}
+
+async fn balance(env: &Env, token: Address, who: Address) -> U256 {
+    ITIP20::new(token, env.tempo.chain().provider())
+        .balanceOf(who)
+        .call()
+        .await
+        .unwrap()
+}
+
+fn assert_refused(result: Result<ChargeReceipt, ChargeError>, what: &str) -> ChargeError {
+    match result {
+        Ok(r) => panic!("{what}: accepted {r:?}"),
+        Err(e) => {
+            assert!(
+                e.is_payer_fault(),
+                "{what}: expected a payer fault, got {e}"
+            );
+            println!("{what}: refused as expected: {e}");
+            e
+        }
+    }
+}
+
+#[tokio::test]
+async fn pull_payment_settles() {
+    let Some(env) = env().await else { return };
+    let req = env.tempo.charge_request(PRICE);
+    let ch = Challenge::new(&req);
+    let before = balance(&env, tokens::PATH_USD, RECIPIENT).await;
+    let started = Instant::now();
+    let cred = payer(&env, 1)
+        .pull(ch.as_client(), &TxOptions::default())
+        .await
+        .unwrap();
+    let signed = started.elapsed();
+    let receipt = verify(&env, &req, &ch, &cred).await.unwrap();
+    let total = started.elapsed();
+    println!(
+        "TIMING pull: client sign {signed:?}, server verify+broadcast {:?}, total {total:?}",
+        total - signed
+    );
+    assert_eq!(receipt.kind, ChargeKind::Transaction);
+    assert_eq!(receipt.payer, DEV_ACCOUNTS[1].address);
+    assert_eq!(
+        Some(receipt.reference.clone()),
+        cred.tx_hash.map(|h| format!("{h:#x}"))
+    );
+    assert_eq!(receipt.reference, receipt.reference.to_lowercase());
+    assert_eq!(
+        balance(&env, tokens::PATH_USD, RECIPIENT).await - before,
+        U256::from(PRICE)
+    );
+    // The same credential again, and its hash as a push credential: both refused.
+    let e = assert_refused(verify(&env, &req, &ch, &cred).await, "replayed pull");
+    assert!(matches!(e, ChargeError::Replayed(_)));
+    let as_push = serde_json::json!({"type": "hash", "hash": receipt.reference});
+    let e = assert_refused(
+        env.tempo
+            .verify_charge(
+                &req,
+                &ch.id,
+                REALM,
+                ch.expires,
+                Some(&cred.source),
+                &as_push,
+            )
+            .await,
+        "pulled tx presented as push",
+    );
+    assert!(matches!(e, ChargeError::Replayed(_)));
+}
+
+#[tokio::test]
+async fn push_payment_settles_once() {
+    let Some(env) = env().await else { return };
+    let req = env.tempo.charge_request(PRICE);
+    let ch = Challenge::new(&req);
+    let started = Instant::now();
+    let cred = payer(&env, 2)
+        .push(ch.as_client(), &TxOptions::default())
+        .await
+        .unwrap();
+    let sent = started.elapsed();
+    let receipt = verify(&env, &req, &ch, &cred).await.unwrap();
+    let total = started.elapsed();
+    println!(
+        "TIMING push: client send {sent:?}, server verify {:?}, total {total:?}",
+        total - sent
+    );
+    assert_eq!(receipt.kind, ChargeKind::Hash);
+    assert_eq!(receipt.payer, DEV_ACCOUNTS[2].address);
+    let e = assert_refused(verify(&env, &req, &ch, &cred).await, "replayed hash");
+    assert!(matches!(e, ChargeError::Replayed(_)));
+    // Without source, the sender is the receipt's `from`; still single use.
+    let e = assert_refused(
+        env.tempo
+            .verify_charge(&req, &ch.id, REALM, ch.expires, None, &cred.payload)
+            .await,
+        "replayed hash without source",
+    );
+    assert!(matches!(e, ChargeError::Replayed(_)));
+}
+
+#[tokio::test]
+async fn push_for_another_challenge_or_from_someone_else_is_refused() {
+    let Some(env) = env().await else { return };
+    let req = env.tempo.charge_request(PRICE);
+    let paid = Challenge::new(&req);
+    let cred = payer(&env, 3)
+        .push(paid.as_client(), &TxOptions::default())
+        .await
+        .unwrap();
+    // Same hash, presented for another challenge: the memo binds it to `paid`.
+    let other = Challenge::new(&req);
+    assert_refused(
+        verify(&env, &req, &other, &cred).await,
+        "hash for another challenge",
+    );
+    // Claiming someone else's payment: source is a different account.
+    let mut stolen = cred.clone();
+    stolen.source = format!(
+        "did:pkh:eip155:{ANVIL_CHAIN_ID}:{}",
+        DEV_ACCOUNTS[4].address
+    );
+    assert_refused(verify(&env, &req, &paid, &stolen).await, "foreign source");
+    let mut bad_chain = cred.clone();
+    bad_chain.source = format!("did:pkh:eip155:1:{}", DEV_ACCOUNTS[3].address);
+    assert_refused(
+        verify(&env, &req, &paid, &bad_chain).await,
+        "source on another chain",
+    );
+    // The genuine one still works (refusals claimed nothing).
+    verify(&env, &req, &paid, &cred).await.unwrap();
+}
+
+#[tokio::test]
+async fn sponsored_pull_settles_and_the_sponsor_pays_the_fee() {
+    let sponsor = DEV_ACCOUNTS[5];
+    let Some(env) = env_with(|b| {
+        b.fee_payer(
+            sponsor.private_key.parse().unwrap(),
+            SponsorPolicy::default(),
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    let req = env.tempo.charge_request(PRICE);
+    assert!(req.method_details.fee_payer);
+    assert_eq!(
+        req.method_details.supported_modes,
+        Some(vec![ChargeMode::Pull])
+    );
+    let ch = Challenge::new(&req);
+    let payer_account = DEV_ACCOUNTS[6];
+    // Account 6 pays fees in pathUSD by default; it must lose exactly the price.
+    let payer_before = balance(&env, tokens::PATH_USD, payer_account.address).await;
+    let sponsor_before = balance(&env, tokens::PATH_USD, sponsor.address).await;
+    let started = Instant::now();
+    let cred = payer(&env, 6)
+        .pull(ch.as_client(), &TxOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        cred.payload["signature"]
+            .as_str()
+            .unwrap()
+            .starts_with("0x78")
+    );
+    let signed = started.elapsed();
+    let receipt = verify(&env, &req, &ch, &cred).await.unwrap();
+    let total = started.elapsed();
+    println!(
+        "TIMING sponsored pull: client sign {signed:?}, server co-sign+broadcast {:?}, total {total:?}",
+        total - signed
+    );
+    assert_eq!(receipt.kind, ChargeKind::SponsoredTransaction);
+    assert_eq!(receipt.payer, payer_account.address);
+    assert_eq!(
+        payer_before - balance(&env, tokens::PATH_USD, payer_account.address).await,
+        U256::from(PRICE)
+    );
+    assert!(balance(&env, tokens::PATH_USD, sponsor.address).await < sponsor_before);
+    let e = assert_refused(verify(&env, &req, &ch, &cred).await, "replayed envelope");
+    assert!(matches!(e, ChargeError::Replayed(_)));
+}
+
+#[tokio::test]
+async fn sponsored_envelope_is_refused_without_a_sponsor() {
+    let Some(env) = env().await else { return };
+    let mut req = env.tempo.charge_request(PRICE);
+    let ch = Challenge::new(&req);
+    // The client believes the server sponsors; the server does not.
+    req.method_details.fee_payer = true;
+    let view = req.to_json();
+    let cred = payer(&env, 1)
+        .pull(ch.client_view(&view), &TxOptions::default())
+        .await
+        .unwrap();
+    req.method_details.fee_payer = false;
+    assert_refused(
+        verify(&env, &req, &ch, &cred).await,
+        "0x78 without sponsorship",
+    );
+}
+
+#[tokio::test]
+async fn proof_settles_once() {
+    let Some(env) = env().await else { return };
+    let req = env.tempo.charge_request(0);
+    let ch = Challenge::new(&req);
+    let started = Instant::now();
+    let cred = payer(&env, 7).proof(ch.as_client()).unwrap();
+    let receipt = verify(&env, &req, &ch, &cred).await.unwrap();
+    println!("TIMING proof: total {:?}", started.elapsed());
+    assert_eq!(receipt.kind, ChargeKind::Proof);
+    assert_eq!(receipt.reference, ch.id);
+    assert_eq!(receipt.payer, DEV_ACCOUNTS[7].address);
+    assert_refused(verify(&env, &req, &ch, &cred).await, "replayed proof");
+    // Someone else's source with this signature.
+    let ch2 = Challenge::new(&req);
+    let mut cred2 = payer(&env, 7).proof(ch2.as_client()).unwrap();
+    cred2.source = format!(
+        "did:pkh:eip155:{ANVIL_CHAIN_ID}:{}",
+        DEV_ACCOUNTS[8].address
+    );
+    assert_refused(
+        verify(&env, &req, &ch2, &cred2).await,
+        "proof for a foreign source",
+    );
+    // A proof cannot pay a price, and a zero price needs a proof.
+    let priced = env.tempo.charge_request(PRICE);
+    let ch3 = Challenge::new(&priced);
+    let cred3 = payer(&env, 7).proof(ch3.as_client()).unwrap();
+    assert_refused(
+        verify(&env, &priced, &ch3, &cred3).await,
+        "proof for a price",
+    );
+    let no_source = env
+        .tempo
+        .verify_charge(&req, &ch3.id, REALM, ch3.expires, None, &cred3.payload)
+        .await;
+    assert_refused(no_source, "proof without source");
+}
+
+#[tokio::test]
+async fn wrong_payments_are_refused_before_broadcast() {
+    let Some(env) = env().await else { return };
+    let req = env.tempo.charge_request(PRICE);
+    let client = payer(&env, 1);
+    let before = balance(&env, tokens::PATH_USD, RECIPIENT).await;
+
+    let cases: Vec<(&str, TempoChargeRequest, TxOptions)> = vec![
+        (
+            "wrong amount",
+            TempoChargeRequest {
+                amount: PRICE - 1,
+                ..req.clone()
+            },
+            TxOptions::default(),
+        ),
+        (
+            "wrong recipient",
+            TempoChargeRequest {
+                recipient: DEV_ACCOUNTS[9].address,
+                ..req.clone()
+            },
+            TxOptions::default(),
+        ),
+        (
+            "wrong token",
+            TempoChargeRequest {
+                currency: tokens::ALPHA_USD,
+                ..req.clone()
+            },
+            TxOptions::default(),
+        ),
+        (
+            "missing memo (plain transfer)",
+            req.clone(),
+            TxOptions {
+                primary_memo: Some(None),
+                ..Default::default()
+            },
+        ),
+        (
+            "foreign memo",
+            req.clone(),
+            TxOptions {
+                primary_memo: Some(Some(B256::repeat_byte(0xab))),
+                ..Default::default()
+            },
+        ),
+        (
+            "memo of another challenge",
+            req.clone(),
+            TxOptions {
+                primary_memo: Some(Some(mpp_tempo::charge::attribution_memo(
+                    REALM, "other", None,
+                ))),
+                ..Default::default()
+            },
+        ),
+        (
+            "tx for another chain",
+            req.clone(),
+            TxOptions {
+                chain_id: Some(4217),
+                gas_limit: Some(600_000),
+                ..Default::default()
+            },
+        ),
+        (
+            "expired validBefore",
+            req.clone(),
+            TxOptions {
+                valid_before: Some(OffsetDateTime::now_utc().unix_timestamp() as u64 - 5),
+                gas_limit: Some(600_000),
+                ..Default::default()
+            },
+        ),
+    ];
+    for (what, client_terms, options) in cases {
+        let ch = Challenge::new(&req);
+        let view = client_terms.to_json();
+        let cred = client.pull(ch.client_view(&view), &options).await.unwrap();
+        let e = assert_refused(verify(&env, &req, &ch, &cred).await, what);
+        assert!(
+            matches!(e, ChargeError::VerificationFailed(_)),
+            "{what}: {e}"
+        );
+    }
+
+    // A required server memo.
+    let memo = B256::repeat_byte(0x11);
+    let mut with_memo = req.clone();
+    with_memo.method_details.memo = Some(memo);
+    let ch = Challenge::new(&with_memo);
+    let cred = client
+        .pull(ch.as_client(), &TxOptions::default())
+        .await
+        .unwrap();
+    let plain = client
+        .pull(
+            ch.as_client(),
+            &TxOptions {
+                primary_memo: Some(Some(B256::repeat_byte(0x12))),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_refused(
+        verify(&env, &with_memo, &ch, &plain).await,
+        "wrong server memo",
+    );
+    verify(&env, &with_memo, &ch, &cred).await.unwrap();
+
+    // The request names another chain than the node's.
+    let mut other_chain = req.clone();
+    other_chain.method_details.chain_id = 4217;
+    let ch = Challenge::new(&other_chain);
+    let cred = client.proof(ch.as_client()).unwrap();
+    let e = assert_refused(
+        verify(&env, &other_chain, &ch, &cred).await,
+        "request chain id",
+    );
+    assert!(matches!(
+        e,
+        ChargeError::ChainMismatch {
+            requested: 4217,
+            node: ANVIL_CHAIN_ID
+        }
+    ));
+
+    // Only the server-memo payment moved money.
+    assert_eq!(
+        balance(&env, tokens::PATH_USD, RECIPIENT).await - before,
+        U256::from(PRICE)
+    );
+}
+
+#[tokio::test]
+async fn modes_not_offered_are_refused() {
+    let Some(env) = env_with(|b| b.supported_modes(vec![ChargeMode::Push])).await else {
+        return;
+    };
+    let req = env.tempo.charge_request(PRICE);
+    let ch = Challenge::new(&req);
+    let mut pull_view = req.clone();
+    pull_view.method_details.supported_modes = None;
+    let view = pull_view.to_json();
+    let cred = payer(&env, 1)
+        .pull(ch.client_view(&view), &TxOptions::default())
+        .await
+        .unwrap();
+    assert_refused(
+        verify(&env, &req, &ch, &cred).await,
+        "pull when only push is offered",
+    );
+}
+
+#[tokio::test]
+async fn fifty_concurrent_submissions_settle_once() {
+    let Some(env) = env().await else { return };
+    let req = env.tempo.charge_request(PRICE);
+    let before = balance(&env, tokens::PATH_USD, RECIPIENT).await;
+    for (kind, cred, ch) in [
+        {
+            let ch = Challenge::new(&req);
+            (
+                "pull",
+                payer(&env, 8)
+                    .pull(ch.as_client(), &TxOptions::default())
+                    .await
+                    .unwrap(),
+                ch,
+            )
+        },
+        {
+            let ch = Challenge::new(&req);
+            (
+                "push",
+                payer(&env, 8)
+                    .push(ch.as_client(), &TxOptions::default())
+                    .await
+                    .unwrap(),
+                ch,
+            )
+        },
+    ] {
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..50 {
+            let (tempo, req, cred) = (env.tempo.clone(), req.clone(), cred.clone());
+            let (id, expires) = (ch.id.clone(), ch.expires);
+            tasks.spawn(async move {
+                tempo
+                    .verify_charge(&req, &id, REALM, expires, Some(&cred.source), &cred.payload)
+                    .await
+            });
+        }
+        let (mut ok, mut replayed) = (0, 0);
+        while let Some(result) = tasks.join_next().await {
+            match result.unwrap() {
+                Ok(_) => ok += 1,
+                Err(ChargeError::Replayed(_)) => replayed += 1,
+                Err(e) => panic!("{kind}: unexpected {e}"),
+            }
+        }
+        println!("{kind}: 50 concurrent submissions -> {ok} success, {replayed} replayed");
+        assert_eq!((ok, replayed), (1, 49), "{kind}");
+    }
+    // One pull and one push: exactly two prices moved.
+    assert_eq!(
+        balance(&env, tokens::PATH_USD, RECIPIENT).await - before,
+        U256::from(2 * PRICE)
+    );
+}
+
+#[tokio::test]
+async fn reverted_and_unknown_transactions_are_refused() {
+    let Some(env) = env().await else { return };
+    let req = env.tempo.charge_request(PRICE);
+    let client = payer(&env, 4);
+
+    // Mined but reverted: a transfer of more than the payer holds, with an explicit gas limit
+    // (an estimate would fail).
+    let ch = Challenge::new(&req);
+    let too_much = TempoChargeRequest {
+        amount: u128::from(u64::MAX) + 1,
+        ..req.clone()
+    };
+    let view = too_much.to_json();
+    let options = TxOptions {
+        gas_limit: Some(600_000),
+        ..Default::default()
+    };
+    let (hash, succeeded) = client
+        .send_payment(ch.client_view(&view), &options)
+        .await
+        .unwrap();
+    assert!(!succeeded, "the oversized transfer should revert");
+    let payload = serde_json::json!({"type": "hash", "hash": hash.to_string()});
+    let e = assert_refused(
+        env.tempo
+            .verify_charge(&req, &ch.id, REALM, ch.expires, None, &payload)
+            .await,
+        "reverted push",
+    );
+    assert!(e.to_string().contains("reverted"), "{e}");
+
+    // The same reverting transfer as a pull: the simulation refuses it, nothing is claimed.
+    let ch = Challenge::new(&req);
+    let cred = client.pull(ch.client_view(&view), &options).await.unwrap();
+    let mut big = req.clone();
+    big.amount = too_much.amount;
+    assert_refused(verify(&env, &big, &ch, &cred).await, "reverting pull");
+    let hash_key = format!("{:#x}", cred.tx_hash.unwrap());
+    assert_eq!(
+        env.store.claim(&hash_key, ch.expires).await.unwrap(),
+        Claim::Claimed,
+        "a refused simulation must release its claims"
+    );
+
+    // Never mined (dropped or made up).
+    let ch = Challenge::new(&req);
+    let payload = serde_json::json!({"type": "hash", "hash": B256::repeat_byte(0x5a).to_string()});
+    assert_refused(
+        env.tempo
+            .verify_charge(&req, &ch.id, REALM, ch.expires, None, &payload)
+            .await,
+        "unknown hash",
+    );
+}
+
+#[tokio::test]
+async fn node_down_is_an_error_never_a_success() {
+    let Some(mut env) = env().await else { return };
+    let req = env.tempo.charge_request(PRICE);
+    let client = payer(&env, 3);
+    let ch_pull = Challenge::new(&req);
+    let pull = client
+        .pull(ch_pull.as_client(), &TxOptions::default())
+        .await
+        .unwrap();
+    let ch_push = Challenge::new(&req);
+    let push = client
+        .push(ch_push.as_client(), &TxOptions::default())
+        .await
+        .unwrap();
+
+    env.node.stop();
+    assert!(!env.node.is_running());
+
+    for (what, ch, cred) in [("pull", &ch_pull, &pull), ("push", &ch_push, &push)] {
+        let started = Instant::now();
+        let result = verify(&env, &req, ch, cred).await;
+        let e = result.expect_err("a dead node must not settle a payment");
+        assert!(
+            !e.is_payer_fault(),
+            "{what}: {e} must be an infrastructure fault"
+        );
+        assert!(e.problem().is_none());
+        println!(
+            "{what} with the node down: {e} (after {:?})",
+            started.elapsed()
+        );
+    }
+    // The pull was never broadcast, so its claims were released: the payer may retry.
+    let hash_key = format!("{:#x}", pull.tx_hash.unwrap());
+    assert_eq!(
+        env.store.claim(&hash_key, ch_pull.expires).await.unwrap(),
+        Claim::Claimed
+    );
+    // The push was never claimed either.
+    let push_key = format!("{:#x}", push.tx_hash.unwrap());
+    assert_eq!(
+        env.store.claim(&push_key, ch_push.expires).await.unwrap(),
+        Claim::Claimed
+    );
+}
