@@ -7,11 +7,13 @@
 use std::future::IntoFuture;
 use std::time::Duration;
 
-use alloy::primitives::B256;
+use alloy::primitives::{Address, B256};
 use alloy::providers::{Provider, RootProvider};
 use alloy::transports::{RpcError, TransportError};
+use serde_json::{Value, json};
 use tempo_alloy::TempoNetwork;
 use tempo_alloy::rpc::{TempoTransactionReceipt, TempoTransactionRequest};
+use tempo_primitives::transaction::TempoTransaction;
 use tokio::sync::OnceCell;
 
 use crate::charge::ChargeError;
@@ -102,16 +104,78 @@ impl ChainClient {
         .map_err(|e| unavailable("eth_getTransactionReceipt", e))
     }
 
-    /// `eth_call` of a whole Tempo transaction: `Err(Refused)` when it would revert or is
-    /// invalid.
-    pub(crate) async fn simulate(&self, tx: TempoTransactionRequest) -> Result<(), NodeRefusal> {
-        match self
-            .timed("eth_call", self.rpc_timeout, self.provider.call(tx))
+    /// Simulates the calls of a Tempo transaction from `from`, in order, on top of the latest
+    /// block: `Err(Refused)` when any call would revert.
+    ///
+    /// Uses `eth_simulateV1` with one call per batch entry (state carries over between
+    /// them), because anvil's `eth_call` ignores the `calls` of a Tempo request and reports
+    /// success for anything. A node without `eth_simulateV1` gets `eth_call` of the whole
+    /// transaction instead (what mppx does).
+    pub(crate) async fn simulate(
+        &self,
+        from: Address,
+        tx: &TempoTransaction,
+    ) -> Result<(), NodeRefusal> {
+        let calls: Vec<Value> = tx
+            .calls
+            .iter()
+            .map(|c| {
+                json!({
+                    "from": from,
+                    "to": c.to.to(),
+                    "input": c.input,
+                    "value": c.value,
+                })
+            })
+            .collect();
+        let payload = json!({"blockStateCalls": [{"calls": calls}]});
+        let simulated = self
+            .timed(
+                "eth_simulateV1",
+                self.rpc_timeout,
+                self.provider
+                    .raw_request::<_, Value>("eth_simulateV1".into(), (payload, "latest")),
+            )
             .await
-        {
-            Err(e) => Err(NodeRefusal::Unavailable(e)),
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => Err(refusal("eth_call", e)),
+            .map_err(NodeRefusal::Unavailable)?;
+        match simulated {
+            Ok(result) => {
+                let Some(results) = result.pointer("/0/calls").and_then(Value::as_array) else {
+                    return Err(NodeRefusal::Unavailable(ChargeError::NodeUnavailable(
+                        "eth_simulateV1 returned an unexpected shape".into(),
+                    )));
+                };
+                if results.len() != tx.calls.len() {
+                    return Err(NodeRefusal::Unavailable(ChargeError::NodeUnavailable(
+                        "eth_simulateV1 returned the wrong number of results".into(),
+                    )));
+                }
+                for (i, call) in results.iter().enumerate() {
+                    if call.get("status").and_then(Value::as_str) != Some("0x1") {
+                        let why = call
+                            .pointer("/error/message")
+                            .and_then(Value::as_str)
+                            .unwrap_or("reverted");
+                        let data = call.get("returnData").and_then(Value::as_str).unwrap_or("");
+                        return Err(NodeRefusal::Refused(format!("call {i}: {why} {data}")));
+                    }
+                }
+                Ok(())
+            }
+            Err(RpcError::ErrorResp(e)) => {
+                tracing::debug!(reason = %e.message, "eth_simulateV1 unavailable; using eth_call");
+                let mut request = TempoTransactionRequest::from(tx.clone());
+                request.inner.from = Some(from);
+                match self
+                    .timed("eth_call", self.rpc_timeout, self.provider.call(request))
+                    .await
+                {
+                    Err(e) => Err(NodeRefusal::Unavailable(e)),
+                    Ok(Ok(_)) => Ok(()),
+                    Ok(Err(e)) => Err(refusal("eth_call", e)),
+                }
+            }
+            Err(e) => Err(NodeRefusal::Unavailable(unavailable("eth_simulateV1", e))),
         }
     }
 

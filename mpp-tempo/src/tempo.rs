@@ -24,7 +24,7 @@ use mpp_core::did::PkhDid;
 use mpp_core::method::{Method, MethodError, PriceTerms, Verified, VerifyContext};
 use mpp_core::{BoxFuture, Receipt, expiry::format_timestamp};
 use serde_json::Value;
-use tempo_alloy::rpc::{TempoTransactionReceipt, TempoTransactionRequest};
+use tempo_alloy::rpc::TempoTransactionReceipt;
 use tempo_primitives::transaction::AASigned;
 use time::OffsetDateTime;
 
@@ -473,9 +473,7 @@ impl Tempo {
         }
         let claims = [credential_key.as_str(), hash_key.as_str()];
 
-        let mut call = TempoTransactionRequest::from(final_tx.tx().clone());
-        call.inner.from = Some(sender);
-        match self.inner.chain.simulate(call).await {
+        match self.inner.chain.simulate(sender, final_tx.tx()).await {
             Ok(()) => {}
             Err(NodeRefusal::Refused(reason)) => {
                 self.release(&claims).await;

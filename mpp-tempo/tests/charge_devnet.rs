@@ -597,7 +597,7 @@ async fn reverted_and_unknown_transactions_are_refused() {
     };
     let view = too_much.to_json();
     let options = TxOptions {
-        gas_limit: Some(600_000),
+        gas_limit: Some(1_500_000),
         ..Default::default()
     };
     let (hash, succeeded) = client
@@ -683,4 +683,71 @@ async fn node_down_is_an_error_never_a_success() {
         env.store.claim(&push_key, ch_push.expires).await.unwrap(),
         Claim::Claimed
     );
+}
+
+/// The `mpp_core::Method` adapter: terms from a display price, then a full credential.
+#[tokio::test]
+async fn method_adapter_issues_terms_and_verifies() {
+    use mpp_core::method::{HttpRequestInfo, Method, PriceTerms, VerifyContext};
+    use mpp_core::{Challenge, ChallengeSecret, Credential, DecimalAmount, expiry};
+
+    let Some(env) = env().await else { return };
+    let mut terms = PriceTerms::charge("0.01".parse::<DecimalAmount>().unwrap());
+    terms.external_id = Some("order-42".into());
+    let request = env.tempo.request(&terms).unwrap();
+    assert_eq!(request["amount"], "10000");
+    assert_eq!(request["methodDetails"]["chainId"], ANVIL_CHAIN_ID);
+    assert!(
+        env.tempo
+            .request(&PriceTerms::charge("0.0000001".parse().unwrap()))
+            .is_err()
+    );
+
+    let secret = ChallengeSecret::new("0123456789abcdef0123456789abcdef").unwrap();
+    let now = OffsetDateTime::now_utc();
+    let expires = now + Duration::from_secs(300);
+    let challenge = Challenge::builder(REALM, "tempo", "charge", request.clone())
+        .unwrap()
+        .expires(expiry::format_timestamp(expires))
+        .sign(&secret);
+    let client_view = ChargeChallenge {
+        id: &challenge.id,
+        realm: REALM,
+        request: &request,
+        expires,
+    };
+    let paid = payer(&env, 9).pay(client_view).await.unwrap();
+    let credential = Credential::new(challenge.echo(), paid.payload).with_source(paid.source);
+    let ctx = VerifyContext {
+        credential: &credential,
+        request: request.as_object().unwrap(),
+        realm: REALM,
+        expires,
+        now,
+        http: HttpRequestInfo {
+            method: "GET",
+            is_content_request: true,
+        },
+    };
+    let verified = env.tempo.verify(ctx).await.unwrap();
+    assert_eq!(verified.receipt.method, "tempo");
+    assert_eq!(verified.receipt.external_id.as_deref(), Some("order-42"));
+    assert_eq!(verified.amount, Some(10_000));
+    assert_eq!(
+        verified.payer.as_deref(),
+        Some(
+            format!(
+                "did:pkh:eip155:{ANVIL_CHAIN_ID}:{}",
+                DEV_ACCOUNTS[9].address
+            )
+            .as_str()
+        )
+    );
+    // Again: a payer fault mapped to verification-failed.
+    match env.tempo.verify(ctx).await {
+        Err(mpp_core::MethodError::Rejected { problem, .. }) => {
+            assert_eq!(problem, mpp_core::ProblemType::VerificationFailed)
+        }
+        other => panic!("replay through the adapter: {other:?}"),
+    }
 }
