@@ -235,3 +235,107 @@ pub fn check_pull_calls(
     .map_err(|e| ChargeError::VerificationFailed(e.to_string()))?;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloy::primitives::{B256, address};
+
+    const CURRENCY: Address = address!("20c0000000000000000000000000000000000000");
+    const ALPHA: Address = address!("20c0000000000000000000000000000000000001");
+    const TO: Address = address!("742d35Cc6634c0532925a3b844bC9e7595F8fE00");
+
+    fn call(to: Address, input: Vec<u8>) -> Call {
+        Call {
+            to: TxKind::Call(to),
+            value: U256::ZERO,
+            input: input.into(),
+        }
+    }
+
+    fn swap_calls(max_in: u128, out: u128, token_out: Address, spender: Address) -> Vec<Call> {
+        vec![
+            call(
+                ALPHA,
+                ITIP20::approveCall {
+                    spender,
+                    amount: U256::from(max_in),
+                }
+                .abi_encode(),
+            ),
+            call(
+                STABLECOIN_DEX_ADDRESS,
+                IStablecoinDEX::swapExactAmountOutCall {
+                    tokenIn: ALPHA,
+                    tokenOut: token_out,
+                    amountOut: out,
+                    maxAmountIn: max_in,
+                }
+                .abi_encode(),
+            ),
+            call(
+                CURRENCY,
+                ITIP20::transferWithMemoCall {
+                    to: TO,
+                    amount: U256::from(out),
+                    memo: B256::ZERO,
+                }
+                .abi_encode(),
+            ),
+        ]
+    }
+
+    #[test]
+    fn accepts_a_valid_auto_swap_prefix() {
+        let read = read_calls(
+            &swap_calls(1100, 1000, CURRENCY, STABLECOIN_DEX_ADDRESS),
+            CURRENCY,
+            1000,
+        )
+        .unwrap();
+        assert!(read.swap_prefix);
+        assert_eq!(read.transfers.len(), 1);
+    }
+
+    #[test]
+    fn rejects_bad_prefixes_and_foreign_calls() {
+        // Swap output below the total, into another token, or approving someone else.
+        assert!(
+            read_calls(
+                &swap_calls(1100, 999, CURRENCY, STABLECOIN_DEX_ADDRESS),
+                CURRENCY,
+                1000
+            )
+            .is_err()
+        );
+        assert!(
+            read_calls(
+                &swap_calls(1100, 1000, ALPHA, STABLECOIN_DEX_ADDRESS),
+                CURRENCY,
+                1000
+            )
+            .is_err()
+        );
+        let mut calls = swap_calls(1100, 1000, CURRENCY, STABLECOIN_DEX_ADDRESS);
+        calls[0] = call(
+            ALPHA,
+            ITIP20::approveCall {
+                spender: TO,
+                amount: U256::from(1100u64),
+            }
+            .abi_encode(),
+        );
+        assert!(read_calls(&calls, CURRENCY, 1000).is_err());
+        // An approve on the charge currency without a swap is a foreign call.
+        let approve_only = vec![call(
+            CURRENCY,
+            ITIP20::approveCall {
+                spender: TO,
+                amount: U256::MAX,
+            }
+            .abi_encode(),
+        )];
+        assert!(read_calls(&approve_only, CURRENCY, 1000).is_err());
+        assert!(read_calls(&[], CURRENCY, 1000).is_err());
+    }
+}
