@@ -89,23 +89,7 @@ pub async fn pay_url(
         .into_iter()
         .find(|c| c.method == "tempo" && c.intent == "charge")
         .ok_or_else(|| PayError::NoChallenge("no tempo/charge offer".into()))?;
-    let expires = challenge
-        .expires
-        .as_deref()
-        .and_then(|e| parse_timestamp(e).ok())
-        .ok_or_else(|| PayError::NoChallenge("challenge without a valid expiry".into()))?;
-    let request = Value::Object(challenge.request.value().clone());
-    let paid = payer
-        .pay(ChargeChallenge {
-            id: &challenge.id,
-            realm: &challenge.realm,
-            request: &request,
-            expires,
-        })
-        .await?;
-    let authorization = Credential::new(challenge.echo(), paid.payload)
-        .with_source(paid.source)
-        .to_authorization();
+    let authorization = pay_challenge(&challenge, payer).await?;
     let retry = http
         .get(url)
         .header("authorization", authorization)
@@ -124,6 +108,27 @@ pub async fn pay_url(
         receipt,
         body,
     })
+}
+
+/// Pays a `tempo`/`charge` challenge with `payer`: the `Authorization` value to retry with.
+pub async fn pay_challenge(challenge: &Challenge, payer: &TempoPayer) -> Result<String, PayError> {
+    let expires = challenge
+        .expires
+        .as_deref()
+        .and_then(|e| parse_timestamp(e).ok())
+        .ok_or_else(|| PayError::NoChallenge("challenge without a valid expiry".into()))?;
+    let request = Value::Object(challenge.request.value().clone());
+    let paid = payer
+        .pay(ChargeChallenge {
+            id: &challenge.id,
+            realm: &challenge.realm,
+            request: &request,
+            expires,
+        })
+        .await?;
+    Ok(Credential::new(challenge.clone(), paid.payload)
+        .with_source(paid.source)
+        .to_authorization())
 }
 
 /// Parses a hex private key (with or without `0x`).

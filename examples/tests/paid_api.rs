@@ -6,17 +6,16 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use mpp_core::{Challenge, Credential, ProblemType, Receipt};
-use mpp_examples::{pay_url, signer_from_hex};
-use mpp_tempo::client::{ChargeChallenge, TempoPayer};
-use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS};
-use serde_json::{Value, json};
+use mpp_core::{Challenge, ProblemType, Receipt};
+use mpp_examples::{pay_challenge, pay_url, signer_from_hex};
+use mpp_tempo::client::TempoPayer;
+use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, token_balance, tokens};
+use serde_json::Value;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const RECIPIENT: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"; // dev account 3
-const PATH_USD: &str = "0x20c0000000000000000000000000000000000000";
 
 struct PaidApi {
     child: Child,
@@ -67,26 +66,11 @@ async fn start_paid_api(rpc_url: &str, database_url: &str) -> PaidApi {
 }
 
 async fn balance(rpc_url: &str, owner: &str) -> u128 {
-    let data = format!(
-        "0x70a08231{:0>64}",
-        owner.trim_start_matches("0x").to_lowercase()
-    );
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_call",
-        "params": [{"to": PATH_USD, "data": data}, "latest"]});
-    let reply: Value = reqwest::Client::new()
-        .post(rpc_url)
-        .json(&body)
-        .send()
+    let owner = owner.parse().unwrap();
+    token_balance(rpc_url, tokens::PATH_USD, owner)
         .await
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    u128::from_str_radix(
-        reply["result"].as_str().unwrap().trim_start_matches("0x"),
-        16,
-    )
-    .unwrap()
+        .to::<u128>()
 }
 
 fn payer(rpc_url: &str, account: usize) -> TempoPayer {
@@ -106,20 +90,7 @@ async fn credential_for(url: &str, payer: &TempoPayer) -> String {
         .unwrap()
         .to_owned();
     let challenge = Challenge::parse_all(&header).unwrap().remove(0);
-    let request = Value::Object(challenge.request.value().clone());
-    let expires = mpp_core::expiry::parse_timestamp(challenge.expires.as_deref().unwrap()).unwrap();
-    let paid = payer
-        .pay(ChargeChallenge {
-            id: &challenge.id,
-            realm: &challenge.realm,
-            request: &request,
-            expires,
-        })
-        .await
-        .unwrap();
-    Credential::new(challenge.echo(), paid.payload)
-        .with_source(paid.source)
-        .to_authorization()
+    pay_challenge(&challenge, payer).await.unwrap()
 }
 
 async fn problem_type(response: reqwest::Response) -> String {

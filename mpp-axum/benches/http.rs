@@ -141,7 +141,7 @@ fn main() {
             .to_owned();
         let challenge = Challenge::parse_all(&header).unwrap().remove(0);
         let authorization =
-            Credential::new(challenge.echo(), json!({"type": "bench"})).to_authorization();
+            Credential::new(challenge.clone(), json!({"type": "bench"})).to_authorization();
 
         println!("{connections} connections, {secs} s per route, loopback, same process");
         println!("| route | requests | req/s | p50 | p99 |");

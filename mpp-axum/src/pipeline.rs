@@ -192,7 +192,7 @@ impl<'a> RouteRequest<'a> {
     fn binding_holds(&self, credential: &Credential) -> bool {
         let echo = &credential.challenge;
         let secret = &self.config.secret;
-        if secret.verify(&echo.id, &echo.binding_slots(&self.realm)) {
+        if secret.verify(&echo.id, &echo.binding_slots_for_realm(&self.realm)) {
             return true;
         }
         let Ok(request) = echo.request.canonical_wire() else {
@@ -208,7 +208,7 @@ impl<'a> RouteRequest<'a> {
         let slots = BindingSlots {
             request: &request,
             opaque: opaque.as_deref(),
-            ..echo.binding_slots(&self.realm)
+            ..echo.binding_slots_for_realm(&self.realm)
         };
         secret.verify(&echo.id, &slots)
     }

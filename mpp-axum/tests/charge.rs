@@ -219,7 +219,7 @@ fn get_req(uri: &str, authorization: Option<&str>) -> Request<Body> {
 }
 
 fn pay(challenge: &Challenge, payload: Value) -> String {
-    Credential::new(challenge.echo(), payload).to_authorization()
+    Credential::new(challenge.clone(), payload).to_authorization()
 }
 
 fn problem_uri(kind: ProblemType) -> String {

@@ -46,7 +46,7 @@ fn verify(c: &mut Criterion) {
         .expires("2025-01-06T12:05:00.000Z")
         .sign(&secret);
     let authorization = Credential::new(
-        challenge.echo(),
+        challenge.clone(),
         json!({"type": "hash", "hash": "0x1a2b3c4d5e6f7890abcdef1234567890abcdef1234567890abcdef1234567890"}),
     )
     .with_source("did:pkh:eip155:42431:0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")
@@ -55,7 +55,7 @@ fn verify(c: &mut Criterion) {
         b.iter(|| {
             let credential = Credential::from_authorization(black_box(&authorization)).unwrap();
             let echo = &credential.challenge;
-            black_box(secret.verify(&echo.id, &echo.binding_slots("api.example.com")))
+            black_box(secret.verify(&echo.id, &echo.binding_slots_for_realm("api.example.com")))
         })
     });
     let header = challenge.to_header_value().unwrap();

@@ -95,6 +95,15 @@ impl Challenge {
             header: self.header.as_deref(),
         }
     }
+
+    /// The slots with the realm given by the verifier: servers check an echoed challenge
+    /// under their own realm, never the echoed one.
+    pub fn binding_slots_for_realm<'a>(&'a self, realm: &'a str) -> BindingSlots<'a> {
+        BindingSlots {
+            realm,
+            ..self.binding_slots()
+        }
+    }
 }
 
 /// Builds a [`Challenge`]; see [`Challenge::builder`].

@@ -7,7 +7,7 @@
 //! let challenge = Challenge::builder("api.example.com", "tempo", "charge", json!({"amount": "1"}))
 //!     .unwrap()
 //!     .with_id("abc");
-//! let credential = Credential::new(challenge.echo(), json!({"type": "hash", "hash": "0x12"}))
+//! let credential = Credential::new(challenge.clone(), json!({"type": "hash", "hash": "0x12"}))
 //!     .with_source("did:pkh:eip155:1:0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
 //! let header = credential.to_authorization();
 //! let parsed = Credential::from_authorization(&format!("Bearer x, {header}")).unwrap();
@@ -32,66 +32,11 @@ pub enum CredentialError {
     Malformed(&'static str),
 }
 
-/// The challenge as the client echoes it. `request` and `opaque` keep the client's strings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ChallengeEcho {
-    /// Echoed id.
-    pub id: String,
-    /// Echoed realm.
-    pub realm: String,
-    /// Echoed method.
-    pub method: String,
-    /// Echoed intent.
-    pub intent: String,
-    /// Echoed request (as sent; an object is converted to `base64url(JCS)`).
-    pub request: EncodedJson,
-    /// Echoed expiry.
-    pub expires: Option<String>,
-    /// Echoed digest.
-    pub digest: Option<String>,
-    /// Echoed description (ignored by verification).
-    pub description: Option<String>,
-    /// Echoed opaque (an object, as old mppx clients sent it, is converted).
-    pub opaque: Option<EncodedJson>,
-    /// Echoed draft -01 header parameter.
-    pub header: Option<String>,
-}
-
 impl Challenge {
-    /// The echo a client puts into its credential.
-    pub fn echo(&self) -> ChallengeEcho {
-        ChallengeEcho {
-            id: self.id.clone(),
-            realm: self.realm.clone(),
-            method: self.method.clone(),
-            intent: self.intent.clone(),
-            request: self.request.clone(),
-            expires: self.expires.clone(),
-            digest: self.digest.clone(),
-            description: self.description.clone(),
-            opaque: self.opaque.clone(),
-            header: self.header.clone(),
-        }
-    }
-}
-
-impl ChallengeEcho {
-    /// The binding slots of the echo, with the realm given by the verifier (servers use
-    /// their own realm, never the echoed one).
-    pub fn binding_slots<'a>(&'a self, realm: &'a str) -> crate::binding::BindingSlots<'a> {
-        crate::binding::BindingSlots {
-            realm,
-            method: &self.method,
-            intent: &self.intent,
-            request: self.request.wire(),
-            expires: self.expires.as_deref(),
-            digest: self.digest.as_deref(),
-            opaque: self.opaque.as_ref().map(EncodedJson::wire),
-            header: self.header.as_deref(),
-        }
-    }
-
-    fn from_json(value: &Value) -> Result<Self, CredentialError> {
+    /// Reads the challenge a client echoes in a credential. `request` and `opaque` keep the
+    /// client's strings; objects (old mppx clients sent `opaque` as one) are converted to
+    /// `base64url(JCS)`. `description` and unknown fields are tolerated.
+    fn from_echo_json(value: &Value) -> Result<Self, CredentialError> {
         use CredentialError::Malformed;
         let Value::Object(obj) = value else {
             return Err(Malformed("challenge is not an object"));
@@ -135,7 +80,8 @@ impl ChallengeEcho {
         })
     }
 
-    fn to_json(&self) -> Value {
+    /// The echo as a JSON object (`request`/`opaque` as their wire strings).
+    fn to_echo_json(&self) -> Value {
         let mut obj = Map::new();
         obj.insert("id".into(), self.id.clone().into());
         obj.insert("realm".into(), self.realm.clone().into());
@@ -161,8 +107,8 @@ impl ChallengeEcho {
 /// A decoded `Payment` credential.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Credential {
-    /// The echoed challenge.
-    pub challenge: ChallengeEcho,
+    /// The echoed challenge (what the client sent back; not trusted until its id verifies).
+    pub challenge: Challenge,
     /// Optional payer DID (`did:pkh:eip155:<chainId>:<address>`).
     pub source: Option<String>,
     /// The method-specific payload.
@@ -171,7 +117,7 @@ pub struct Credential {
 
 impl Credential {
     /// A credential answering `challenge` with `payload`.
-    pub fn new(challenge: ChallengeEcho, payload: Value) -> Self {
+    pub fn new(challenge: Challenge, payload: Value) -> Self {
         Self {
             challenge,
             source: None,
@@ -219,7 +165,7 @@ impl Credential {
             return Err(Malformed("not a JSON object"));
         };
         let challenge =
-            ChallengeEcho::from_json(obj.get("challenge").ok_or(Malformed("challenge"))?)?;
+            Challenge::from_echo_json(obj.get("challenge").ok_or(Malformed("challenge"))?)?;
         let source = match obj.remove("source") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
@@ -236,7 +182,7 @@ impl Credential {
     /// The JSON object of the credential.
     pub fn to_json(&self) -> Value {
         let mut obj = Map::new();
-        obj.insert("challenge".into(), self.challenge.to_json());
+        obj.insert("challenge".into(), self.challenge.to_echo_json());
         if let Some(source) = &self.source {
             obj.insert("source".into(), source.clone().into());
         }

@@ -25,13 +25,13 @@
 //!
 //! // Client: parse, pay, send `Authorization: Payment ...`.
 //! let offered = &Challenge::parse_all(&www_authenticate).unwrap()[0];
-//! let authorization = Credential::new(offered.echo(), json!({"type": "hash", "hash": "0xab"}))
+//! let authorization = Credential::new(offered.clone(), json!({"type": "hash", "hash": "0xab"}))
 //!     .to_authorization();
 //!
 //! // Server: decode, check the binding under its own realm, then verify the payment.
 //! let credential = Credential::from_authorization(&authorization).unwrap();
 //! let echo = &credential.challenge;
-//! assert!(secret.verify(&echo.id, &echo.binding_slots("api.example.com")));
+//! assert!(secret.verify(&echo.id, &echo.binding_slots_for_realm("api.example.com")));
 //! let receipt = Receipt::success("tempo", "0xab", expiry::format_timestamp(now));
 //! assert!(!receipt.to_header_value().is_empty());
 //! ```
@@ -60,7 +60,7 @@ pub mod www_authenticate;
 pub use amount::DecimalAmount;
 pub use binding::ChallengeSecret;
 pub use challenge::Challenge;
-pub use credential::{ChallengeEcho, Credential};
+pub use credential::Credential;
 pub use encoded_json::EncodedJson;
 pub use method::{Method, MethodError, PriceTerms, Verified, VerifyContext};
 pub use problem::{Problem, ProblemType};

@@ -311,15 +311,23 @@ fn charge_wire_example() {
         Credential::from_authorization(s(credential_vector, "authorizationHeader").unwrap())
             .unwrap();
     assert_eq!(credential.to_json(), credential_vector["json"]);
-    assert_eq!(credential.challenge, challenge.echo());
-    assert!(secret.verify(
-        &credential.challenge.id,
-        &credential.challenge.binding_slots("api.example.com")
-    ));
-    assert!(!secret.verify(
-        &credential.challenge.id,
-        &credential.challenge.binding_slots("evil.example.com")
-    ));
+    assert_eq!(credential.challenge, challenge.clone());
+    assert!(
+        secret.verify(
+            &credential.challenge.id,
+            &credential
+                .challenge
+                .binding_slots_for_realm("api.example.com")
+        )
+    );
+    assert!(
+        !secret.verify(
+            &credential.challenge.id,
+            &credential
+                .challenge
+                .binding_slots_for_realm("evil.example.com")
+        )
+    );
 
     // The receipt, byte for byte.
     let r = &file["receipt"]["json"];

@@ -233,3 +233,17 @@ pub fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     manifest.parent().map(PathBuf::from).unwrap_or(manifest)
 }
+
+/// The TIP-20 `token` balance of `owner` on the node at `rpc_url`, in base units.
+pub async fn token_balance(
+    rpc_url: &str,
+    token: Address,
+    owner: Address,
+) -> Result<alloy::primitives::U256, crate::ChargeError> {
+    let chain = crate::chain::ChainClient::new(rpc_url, Duration::from_secs(5))?;
+    tempo_alloy::contracts::precompiles::ITIP20::new(token, chain.provider())
+        .balanceOf(owner)
+        .call()
+        .await
+        .map_err(|e| crate::ChargeError::NodeUnavailable(e.to_string()))
+}

@@ -717,7 +717,7 @@ async fn method_adapter_issues_terms_and_verifies() {
         expires,
     };
     let paid = payer(&env, 9).pay(client_view).await.unwrap();
-    let credential = Credential::new(challenge.echo(), paid.payload).with_source(paid.source);
+    let credential = Credential::new(challenge.clone(), paid.payload).with_source(paid.source);
     let ctx = VerifyContext {
         credential: &credential,
         request: request.as_object().unwrap(),

@@ -1,16 +1,16 @@
 //! Support code for the end-to-end tests: the demo's paid API served in-process on loopback,
 //! backed by a real local Tempo node and a SQLite file.
 
+// Test support: a failed setup step is a failed test.
+#![allow(clippy::expect_used)]
+
 use mpp_axum::Mpp;
 use mpp_tempo::Tempo;
 use mpp_tempo::store::SqliteStore;
-use serde_json::{Value, json};
 use std::sync::Arc;
 
 /// The recipient of the test API's charges (dev account 5).
 pub const RECIPIENT: &str = "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc";
-/// pathUSD.
-pub const PATH_USD: &str = "0x20c0000000000000000000000000000000000000";
 
 /// A running paid API; stops with the test runtime.
 pub struct TestApi {
@@ -46,23 +46,11 @@ pub async fn start_paid_api(rpc_url: &str) -> TestApi {
     TestApi { base, _db: db }
 }
 
-/// The pathUSD balance of `owner`, read with `eth_call`.
+/// The pathUSD balance of `owner`, in base units.
 pub async fn path_usd_balance(rpc_url: &str, owner: &str) -> u128 {
-    let data = format!(
-        "0x70a08231{:0>64}",
-        owner.trim_start_matches("0x").to_lowercase()
-    );
-    let body = json!({"jsonrpc": "2.0", "id": 1, "method": "eth_call",
-        "params": [{"to": PATH_USD, "data": data}, "latest"]});
-    let reply: Value = reqwest::Client::new()
-        .post(rpc_url)
-        .json(&body)
-        .send()
+    let owner = owner.parse().expect("address");
+    mpp_tempo::testing::token_balance(rpc_url, mpp_tempo::testing::tokens::PATH_USD, owner)
         .await
-        .expect("rpc")
-        .json()
-        .await
-        .expect("rpc json");
-    let hex = reply["result"].as_str().expect("eth_call result");
-    u128::from_str_radix(hex.trim_start_matches("0x"), 16).expect("balance")
+        .expect("balance")
+        .to::<u128>()
 }
