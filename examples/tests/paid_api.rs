@@ -6,64 +6,15 @@
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod support;
+
 use mpp_core::{Challenge, ProblemType, Receipt};
 use mpp_examples::{pay_challenge, pay_url, signer_from_hex};
 use mpp_tempo::client::TempoPayer;
 use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, token_balance, tokens};
 use serde_json::Value;
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const RECIPIENT: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906"; // dev account 3
-
-struct PaidApi {
-    child: Child,
-    base: String,
-}
-
-impl Drop for PaidApi {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-async fn start_paid_api(rpc_url: &str, database_url: &str) -> PaidApi {
-    let port = free_port();
-    let child = Command::new(env!("CARGO_BIN_EXE_paid-api"))
-        .env("PORT", port.to_string())
-        .env("TEMPO_RPC_URL", rpc_url)
-        .env("DATABASE_URL", database_url)
-        .env("MPP_SECRET_KEY", "e2e-secret-0123456789abcdef0123456789")
-        .env("MPP_RECIPIENT", RECIPIENT)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn paid-api");
-    let api = PaidApi {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(r) = reqwest::get(format!("{}/health", api.base)).await
-            && r.status().is_success()
-        {
-            return api;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("paid-api did not become healthy at {}", api.base);
-}
+use support::{RECIPIENT, start_paid_api};
 
 async fn balance(rpc_url: &str, owner: &str) -> u128 {
     let owner = owner.parse().unwrap();
@@ -186,8 +137,8 @@ async fn two_instances_sharing_postgres_accept_a_credential_once() {
         eprintln!("skipping: {hint}");
         return;
     };
-    let a = start_paid_api(&node.rpc_url(), &database_url).await;
-    let b = start_paid_api(&node.rpc_url(), &database_url).await;
+    let a = start_paid_api(&node.rpc_url(), &[], &database_url).await;
+    let b = start_paid_api(&node.rpc_url(), &[], &database_url).await;
     // The challenge comes from instance A; both share the secret, so B recognizes it too.
     let authorization =
         credential_for(&format!("{}/fortune", a.base), &payer(&node.rpc_url(), 2)).await;

@@ -7,11 +7,13 @@
 //! Environment: `PORT` (3000), `TEMPO_RPC_URL` (http://127.0.0.1:8545), `MPP_SECRET_KEY`
 //! (at least 32 bytes; a development default is used, with a warning, when unset),
 //! `MPP_RECIPIENT` (dev account 1 of the local node), `DATABASE_URL` (`sqlite://mpp-demo.db`;
-//! `postgres://...` for a shared Postgres).
+//! `postgres://...` for a shared Postgres), `MPP_FEE_PAYER_KEY` (optional: a key that pays the
+//! gas of pull payments, so payers need no fee token).
 
 use anyhow::Context as _;
 use mpp_axum::Mpp;
 use mpp_tempo::Tempo;
+use mpp_tempo::charge::SponsorPolicy;
 use mpp_tempo::store::{PgStore, ReplayStore, SqliteStore};
 use std::sync::Arc;
 
@@ -59,10 +61,16 @@ async fn main() -> anyhow::Result<()> {
                 .context("DATABASE_URL (sqlite)")?,
         )
     };
-    let tempo = Tempo::builder()
+    let mut tempo = Tempo::builder()
         .rpc_url(&rpc_url)
         .recipient(recipient)
-        .store(store)
+        .store(store);
+    if let Ok(key) = std::env::var("MPP_FEE_PAYER_KEY") {
+        let sponsor = mpp_examples::signer_from_hex(&key).context("MPP_FEE_PAYER_KEY")?;
+        tracing::info!(fee_payer = %sponsor.address(), "sponsoring the gas of pull payments");
+        tempo = tempo.fee_payer(sponsor, SponsorPolicy::default());
+    }
+    let tempo = tempo
         .build()
         .await
         .with_context(|| format!("connecting to the Tempo node at {rpc_url}"))?;
