@@ -65,7 +65,7 @@ async fn pays(mode: &str, sponsored: bool, payer: usize) {
     } else {
         vec![]
     };
-    let api = start_paid_api(&node.rpc_url(), &extra, &database_url).await;
+    let api = start_paid_api(&node.rpc_url(), &database_url, &extra).await;
     let url = format!("{}/fortune", api.base);
     let before = balance(&node.rpc_url(), RECIPIENT.parse().unwrap()).await;
     let payer_before = balance(&node.rpc_url(), DEV_ACCOUNTS[payer].address).await;

@@ -13,7 +13,7 @@ use mpp_examples::{pay_challenge, pay_url, signer_from_hex};
 use mpp_tempo::client::TempoPayer;
 use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, token_balance, tokens};
 use serde_json::Value;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use support::{RECIPIENT, start_paid_api};
 
 async fn balance(rpc_url: &str, owner: &str) -> u128 {
@@ -55,11 +55,8 @@ async fn our_client_pays_paid_api_and_tokens_move() {
         return;
     };
     let db = tempfile::tempdir().unwrap();
-    let api = start_paid_api(
-        &node.rpc_url(),
-        &format!("sqlite://{}", db.path().join("e2e.db").display()),
-    )
-    .await;
+    let database_url = format!("sqlite://{}", db.path().join("e2e.db").display());
+    let api = start_paid_api(&node.rpc_url(), &database_url, &[]).await;
     let url = format!("{}/fortune", api.base);
 
     let before = balance(&node.rpc_url(), RECIPIENT).await;
@@ -86,11 +83,8 @@ async fn a_replayed_credential_is_refused_and_not_charged_twice() {
         return;
     };
     let db = tempfile::tempdir().unwrap();
-    let api = start_paid_api(
-        &node.rpc_url(),
-        &format!("sqlite://{}", db.path().join("e2e.db").display()),
-    )
-    .await;
+    let database_url = format!("sqlite://{}", db.path().join("e2e.db").display());
+    let api = start_paid_api(&node.rpc_url(), &database_url, &[]).await;
     let url = format!("{}/fortune", api.base);
     let authorization = credential_for(&url, &payer(&node.rpc_url(), 1)).await;
     let http = reqwest::Client::new();
@@ -137,8 +131,8 @@ async fn two_instances_sharing_postgres_accept_a_credential_once() {
         eprintln!("skipping: {hint}");
         return;
     };
-    let a = start_paid_api(&node.rpc_url(), &[], &database_url).await;
-    let b = start_paid_api(&node.rpc_url(), &[], &database_url).await;
+    let a = start_paid_api(&node.rpc_url(), &database_url, &[]).await;
+    let b = start_paid_api(&node.rpc_url(), &database_url, &[]).await;
     // The challenge comes from instance A; both share the secret, so B recognizes it too.
     let authorization =
         credential_for(&format!("{}/fortune", a.base), &payer(&node.rpc_url(), 2)).await;
@@ -176,11 +170,8 @@ async fn a_stopped_node_gives_503_and_never_serves() {
         return;
     };
     let db = tempfile::tempdir().unwrap();
-    let api = start_paid_api(
-        &node.rpc_url(),
-        &format!("sqlite://{}", db.path().join("e2e.db").display()),
-    )
-    .await;
+    let database_url = format!("sqlite://{}", db.path().join("e2e.db").display());
+    let api = start_paid_api(&node.rpc_url(), &database_url, &[]).await;
     let url = format!("{}/fortune", api.base);
     let authorization = credential_for(&url, &payer(&node.rpc_url(), 4)).await;
     node.stop();

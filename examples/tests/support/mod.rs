@@ -5,12 +5,12 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The recipient the tests configure (dev account 3).
-pub const RECIPIENT: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
+pub(crate) const RECIPIENT: &str = "0x90F79bf6EB2c4f870365E785982E1f101E93b906";
 
 /// A running `paid-api` process, killed on drop.
-pub struct PaidApi {
+pub(crate) struct PaidApi {
     child: Child,
-    pub base: String,
+    pub(crate) base: String,
 }
 
 impl Drop for PaidApi {
@@ -20,7 +20,7 @@ impl Drop for PaidApi {
     }
 }
 
-pub fn free_port() -> u16 {
+fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -29,10 +29,10 @@ pub fn free_port() -> u16 {
 }
 
 /// Starts the `paid-api` binary; `extra_env` adds variables (e.g. a fee payer).
-pub async fn start_paid_api(
+pub(crate) async fn start_paid_api(
     rpc_url: &str,
-    extra_env: &[(&str, &str)],
     database_url: &str,
+    extra_env: &[(&str, &str)],
 ) -> PaidApi {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_paid-api"))
