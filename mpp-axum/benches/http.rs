@@ -8,7 +8,7 @@
 
 use axum::Router;
 use axum::routing::get;
-use mpp_axum::{Mpp, charge};
+use mpp_axum::Mpp;
 use mpp_core::{
     BoxFuture, Challenge, Credential, Method, MethodError, PriceTerms, Receipt, Verified,
     VerifyContext,
