@@ -99,6 +99,23 @@ fi
 mkdir -p "$STATE_DIR" "$SOCK_DIR"
 chmod 700 "$STATE_DIR"
 chown -R "$RUN_USER" "$STATE_DIR"
+# The server user must be able to reach the state dir (e.g. under a root-only `mktemp -d`):
+# grant traverse-only permission (o+x, no listing) on ancestors it cannot enter.
+if [[ "$RUN_USER" != "$(id -un)" ]]; then
+    ancestors=()
+    dir="$(dirname "$STATE_DIR")"
+    while [[ "$dir" != "/" ]]; do
+        ancestors=("$dir" "${ancestors[@]}")
+        dir="$(dirname "$dir")"
+    done
+    # Top down, so only the directories that actually block get changed.
+    for dir in "${ancestors[@]}"; do
+        if ! as_pg test -x "$dir"; then
+            log "granting o+x on $dir so '$RUN_USER' can reach $STATE_DIR"
+            chmod o+x "$dir"
+        fi
+    done
+fi
 
 port_in_use() {
     # A successful connect means something listens there.
