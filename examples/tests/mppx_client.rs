@@ -7,7 +7,7 @@
 mod support;
 
 use alloy::primitives::Address;
-use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, token_balance, tokens, workspace_root};
+use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, mppx_interop_dir, token_balance, tokens};
 use serde_json::Value;
 use std::process::Command;
 use std::time::Instant;
@@ -16,18 +16,10 @@ use support::{RECIPIENT, start_paid_api};
 /// Runs `tools/devnet/interop/mppx-pay.mjs`; `None` (with a message) when mppx is not
 /// installed outside CI.
 fn mppx_pay(rpc_url: &str, url: &str, mode: &str, payer_key: &str) -> Option<Value> {
-    let root = workspace_root();
-    if !root.join("tools/devnet/node_modules/mppx").is_dir() {
-        let hint = "mppx is not installed: run scripts/devnet-install.sh";
-        if std::env::var_os("CI").is_some() {
-            panic!("{hint}");
-        }
-        eprintln!("skipping: {hint}");
-        return None;
-    }
+    let interop = mppx_interop_dir()?;
     let started = Instant::now();
     let output = Command::new("node")
-        .arg(root.join("tools/devnet/interop/mppx-pay.mjs"))
+        .arg(interop.join("mppx-pay.mjs"))
         .args([url, mode])
         .env("TEMPO_RPC_URL", rpc_url)
         .env("PAYER_KEY", payer_key)

@@ -16,6 +16,13 @@ use serde_json::Value;
 use std::time::Instant;
 use support::{RECIPIENT, start_paid_api};
 
+/// `paid-api` on a fresh SQLite file (kept until the returned directory drops).
+async fn start_with_sqlite(rpc_url: &str) -> (support::PaidApi, tempfile::TempDir) {
+    let db = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", db.path().join("e2e.db").display());
+    (start_paid_api(rpc_url, &database_url, &[]).await, db)
+}
+
 async fn balance(rpc_url: &str, owner: &str) -> u128 {
     let owner = owner.parse().unwrap();
     token_balance(rpc_url, tokens::PATH_USD, owner)
@@ -54,9 +61,7 @@ async fn our_client_pays_paid_api_and_tokens_move() {
     let Some(node) = AnvilNode::start() else {
         return;
     };
-    let db = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}", db.path().join("e2e.db").display());
-    let api = start_paid_api(&node.rpc_url(), &database_url, &[]).await;
+    let (api, _db) = start_with_sqlite(&node.rpc_url()).await;
     let url = format!("{}/fortune", api.base);
 
     let before = balance(&node.rpc_url(), RECIPIENT).await;
@@ -82,9 +87,7 @@ async fn a_replayed_credential_is_refused_and_not_charged_twice() {
     let Some(node) = AnvilNode::start() else {
         return;
     };
-    let db = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}", db.path().join("e2e.db").display());
-    let api = start_paid_api(&node.rpc_url(), &database_url, &[]).await;
+    let (api, _db) = start_with_sqlite(&node.rpc_url()).await;
     let url = format!("{}/fortune", api.base);
     let authorization = credential_for(&url, &payer(&node.rpc_url(), 1)).await;
     let http = reqwest::Client::new();
@@ -169,9 +172,7 @@ async fn a_stopped_node_gives_503_and_never_serves() {
     let Some(mut node) = AnvilNode::start() else {
         return;
     };
-    let db = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}", db.path().join("e2e.db").display());
-    let api = start_paid_api(&node.rpc_url(), &database_url, &[]).await;
+    let (api, _db) = start_with_sqlite(&node.rpc_url()).await;
     let url = format!("{}/fortune", api.base);
     let authorization = credential_for(&url, &payer(&node.rpc_url(), 4)).await;
     node.stop();

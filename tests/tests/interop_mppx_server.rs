@@ -9,7 +9,7 @@ use mpp_core::{Challenge, Credential, Receipt};
 use mpp_e2e_tests::path_usd_balance;
 use mpp_examples::{pay_url, signer_from_hex};
 use mpp_tempo::client::{ChargeChallenge, TempoPayer, TxOptions};
-use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, workspace_root};
+use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, mppx_interop_dir};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -30,17 +30,9 @@ impl Drop for MppxServer {
 }
 
 fn start_mppx_server(rpc_url: &str) -> Option<MppxServer> {
-    let root = workspace_root();
-    if !root.join("tools/devnet/node_modules/mppx").is_dir() {
-        let hint = "mppx is not installed: run scripts/devnet-install.sh";
-        if std::env::var_os("CI").is_some() {
-            panic!("{hint}");
-        }
-        eprintln!("skipping: {hint}");
-        return None;
-    }
+    let interop = mppx_interop_dir()?;
     let mut child = Command::new("node")
-        .arg(root.join("tools/devnet/interop/mppx-server.mjs"))
+        .arg(interop.join("mppx-server.mjs"))
         .env("TEMPO_RPC_URL", rpc_url)
         .stdout(Stdio::piped())
         .spawn()
