@@ -30,9 +30,10 @@ impl PkhDid {
     /// The 20 address bytes (addresses compare by bytes, not by checksum case).
     pub fn address_bytes(&self) -> [u8; 20] {
         let mut out = [0u8; 20];
-        let hex = &self.address.as_bytes()[2..];
-        for (i, pair) in hex.chunks_exact(2).enumerate() {
-            out[i] = (hex_value(pair[0]) << 4) | hex_value(pair[1]);
+        // Total even for a hand-built value (the fields are public): extra digits are ignored.
+        let hex = self.address.as_bytes().get(2..).unwrap_or_default();
+        for (byte, pair) in out.iter_mut().zip(hex.chunks_exact(2)) {
+            *byte = (hex_value(pair[0]) << 4) | hex_value(pair[1]);
         }
         out
     }
