@@ -31,7 +31,9 @@ use crate::config::{ConfigError, Mpp};
 use crate::pipeline::{Refusal, RouteRequest, is_content_request};
 use crate::pricing::{OfferError, PriceError, Pricing};
 use crate::receipt::PaymentReceipt;
-use crate::response::{attach_receipt, plain_problem, problem_response, unavailable};
+use crate::response::{
+    attach_receipt, misconfigured, plain_problem, problem_response, unavailable,
+};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
@@ -253,9 +255,7 @@ where
         tracing::error!(
             "paid route without configuration: add `.layer(mpp.layer())` around the router"
         );
-        return Ok(layer_response(plain_problem(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Payment Misconfigured",
+        return Ok(layer_response(misconfigured(
             "This route requires payment but the server has no payment configuration.",
         )));
     };
@@ -272,9 +272,7 @@ where
         }
         Err(OfferError::Config(e)) => {
             tracing::error!(error = %e, "route price cannot be offered");
-            return Ok(layer_response(plain_problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Payment Misconfigured",
+            return Ok(layer_response(misconfigured(
                 "This route's price cannot be offered by the configured payment methods.",
             )));
         }
@@ -358,9 +356,7 @@ where
         }
         Err(Refusal::Misconfigured(detail)) => {
             tracing::error!(reason = %detail, "payment method misconfigured");
-            return Ok(layer_response(plain_problem(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Payment Misconfigured",
+            return Ok(layer_response(misconfigured(
                 "The payment method is misconfigured.",
             )));
         }

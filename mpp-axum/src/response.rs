@@ -78,6 +78,15 @@ pub(crate) fn plain_problem(
     response
 }
 
+/// 500: the server's payment configuration cannot serve this route (logged where it happens).
+pub(crate) fn misconfigured(detail: &str) -> Response<Full<Bytes>> {
+    plain_problem(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "Payment Misconfigured",
+        detail,
+    )
+}
+
 /// Adds `Payment-Receipt` and merges `private` into `Cache-Control`.
 pub(crate) fn attach_receipt(headers: &mut HeaderMap, receipt: &Receipt) {
     if let Ok(value) = HeaderValue::from_str(&receipt.to_header_value()) {
