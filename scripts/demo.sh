@@ -35,7 +35,7 @@ if [[ -z "${TEMPO_RPC_URL:-}" ]]; then
 fi
 
 say "Building the examples (the first build takes a few minutes)"
-cargo build -q -p mpp-examples --bins
+cargo build -q -p mpp-example-paid-api -p mpp-example-pay
 
 api_port="${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
 export PORT="$api_port" DATABASE_URL="${DATABASE_URL:-sqlite://$work/mpp-demo.db}"

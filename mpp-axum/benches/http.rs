@@ -9,45 +9,10 @@
 use axum::Router;
 use axum::routing::get;
 use mpp_axum::Mpp;
-use mpp_core::{
-    BoxFuture, Challenge, Credential, Method, MethodError, PriceTerms, Receipt, Verified,
-    VerifyContext,
-};
-use serde_json::{Value, json};
+use mpp_core::testing::TestMethod;
+use mpp_core::{Challenge, Credential};
+use serde_json::json;
 use std::time::{Duration, Instant};
-
-/// Accepts any payload: measures the layer, not a payment network.
-struct AcceptAll;
-
-impl Method for AcceptAll {
-    fn name(&self) -> &str {
-        "bench"
-    }
-    fn supports_intent(&self, intent: &str) -> bool {
-        intent == "charge"
-    }
-    fn request(&self, terms: &PriceTerms) -> Result<Value, MethodError> {
-        Ok(json!({
-            "amount": terms.amount.to_base_units(6)?.to_string(),
-            "currency": "0x20c0000000000000000000000000000000000000",
-            "recipient": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
-            "methodDetails": {"chainId": 31337},
-        }))
-    }
-    fn verify<'a>(
-        &'a self,
-        ctx: VerifyContext<'a>,
-    ) -> BoxFuture<'a, Result<Verified, MethodError>> {
-        Box::pin(async move {
-            let receipt = Receipt::success(
-                "bench",
-                "0xbench",
-                mpp_core::expiry::format_timestamp(ctx.now),
-            );
-            Ok(Verified::serve(receipt))
-        })
-    }
-}
 
 struct Figures {
     requests: usize,
@@ -121,7 +86,8 @@ fn main() {
     runtime.block_on(async move {
         let mpp = Mpp::new("bench-secret-0123456789abcdef0123456789")
             .unwrap()
-            .method(AcceptAll);
+            // Accepts any payload, repeatedly: measures the layer, not a payment network.
+            .method(TestMethod::new("bench").accept_any());
         let app = Router::new()
             .route("/bare", get(|| async { "fortune" }))
             .route(

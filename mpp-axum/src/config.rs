@@ -2,11 +2,10 @@
 //! outer layer that makes it available to the route layers below it.
 
 use mpp_core::binding::SecretTooShort;
-use mpp_core::expiry::{Clock, DEFAULT_CHALLENGE_TTL, SystemClock};
-use mpp_core::{ChallengeSecret, Method};
-use std::fmt;
+use mpp_core::expiry::Clock;
+use mpp_core::gate::OfferError;
+use mpp_core::{Method, PaymentGate};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tower_layer::Layer;
@@ -14,16 +13,26 @@ use tower_service::Service;
 
 /// A configuration mistake, reported when the server starts.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConfigError {
     /// The challenge secret is shorter than 32 bytes.
     #[error(transparent)]
     Secret(#[from] SecretTooShort),
-    /// A price literal or terms that a method cannot express.
-    #[error("invalid price: {0}")]
-    Price(String),
+    /// A price literal that is not a non-negative decimal.
+    #[error("invalid price `{literal}`: {reason}")]
+    Price {
+        /// The literal.
+        literal: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// Terms that the configured methods cannot offer.
+    #[error("the price cannot be offered: {0}")]
+    Offer(#[from] OfferError),
 }
 
-/// The payment configuration shared by every paid route.
+/// The payment configuration shared by every paid route: an HTTP face on
+/// [`mpp_core::PaymentGate`].
 ///
 /// ```
 /// use mpp_axum::Mpp;
@@ -31,119 +40,72 @@ pub enum ConfigError {
 /// assert!(Mpp::new("short").is_err());
 /// # let _ = mpp;
 /// ```
-#[derive(Clone)]
+#[derive(Debug, Clone)]
+#[must_use]
 pub struct Mpp {
-    pub(crate) inner: Arc<MppConfig>,
-}
-
-pub(crate) struct MppConfig {
-    /// Unique per configuration state; routes cache their offers under it.
-    pub(crate) id: u64,
-    pub(crate) secret: ChallengeSecret,
-    pub(crate) realm: Option<String>,
-    pub(crate) methods: Vec<Arc<dyn Method>>,
-    pub(crate) challenge_ttl: Duration,
-    pub(crate) clock: Arc<dyn Clock>,
-}
-
-fn next_config_id() -> u64 {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-impl fmt::Debug for Mpp {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Mpp")
-            .field("realm", &self.inner.realm)
-            .field(
-                "methods",
-                &self
-                    .inner
-                    .methods
-                    .iter()
-                    .map(|m| m.name())
-                    .collect::<Vec<_>>(),
-            )
-            .field("challenge_ttl", &self.inner.challenge_ttl)
-            .finish_non_exhaustive()
-    }
+    gate: Arc<PaymentGate>,
 }
 
 impl Mpp {
     /// A configuration with the HMAC secret that binds challenges (at least 32 bytes; its
     /// UTF-8 bytes are the key, as in the official SDKs). Add methods with [`Mpp::method`].
     pub fn new(secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
-        Ok(Self {
-            inner: Arc::new(MppConfig {
-                id: next_config_id(),
-                secret: ChallengeSecret::new(secret)?,
-                realm: None,
-                methods: Vec::new(),
-                challenge_ttl: DEFAULT_CHALLENGE_TTL,
-                clock: Arc::new(SystemClock),
-            }),
-        })
+        Ok(Self::from_gate(PaymentGate::new(secret)?))
     }
 
-    fn update(mut self, f: impl FnOnce(&mut MppConfig)) -> Self {
-        match Arc::get_mut(&mut self.inner) {
-            Some(inner) => {
-                f(inner);
-                inner.id = next_config_id();
-            }
-            None => {
-                let mut copy = MppConfig {
-                    id: 0,
-                    secret: self.inner.secret.clone(),
-                    realm: self.inner.realm.clone(),
-                    methods: self.inner.methods.clone(),
-                    challenge_ttl: self.inner.challenge_ttl,
-                    clock: self.inner.clock.clone(),
-                };
-                f(&mut copy);
-                copy.id = next_config_id();
-                self.inner = Arc::new(copy);
-            }
+    /// Wraps a gate configured elsewhere (e.g. shared with an MCP server).
+    pub fn from_gate(gate: PaymentGate) -> Self {
+        Self {
+            gate: Arc::new(gate),
         }
+    }
+
+    /// Copy on write: the gate is changed in place when this is its only handle, else a
+    /// changed copy is made (routes already bound keep the old one).
+    fn update(mut self, f: impl FnOnce(PaymentGate) -> PaymentGate) -> Self {
+        self.gate = Arc::new(f(Arc::unwrap_or_clone(self.gate)));
         self
     }
 
     /// Adds a payment method. Offers follow the order methods are added in.
     pub fn method(self, method: impl Method) -> Self {
-        self.method_arc(Arc::new(method))
+        self.update(|g| g.method(method))
     }
 
     /// Adds a shared payment method.
     pub fn method_arc(self, method: Arc<dyn Method>) -> Self {
-        self.update(|c| c.methods.push(method))
+        self.update(|g| g.method_arc(method))
     }
 
     /// Sets the realm. Default: the request's host name (as the SDKs do).
     pub fn realm(self, realm: impl Into<String>) -> Self {
-        let realm = realm.into();
-        self.update(|c| c.realm = Some(realm))
+        self.update(|g| g.realm(realm))
     }
 
     /// Also accepts challenges made with an older secret (rotation).
     pub fn previous_secret(self, secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
-        let rotated = self.inner.secret.clone().with_previous(secret)?;
-        Ok(self.update(|c| c.secret = rotated))
+        let gate = Arc::unwrap_or_clone(self.gate).previous_secret(secret)?;
+        Ok(Self::from_gate(gate))
     }
 
     /// How long a challenge stays valid. Default 5 minutes.
     pub fn challenge_ttl(self, ttl: Duration) -> Self {
-        self.update(|c| c.challenge_ttl = ttl)
+        self.update(|g| g.challenge_ttl(ttl))
     }
 
-    /// The clock used for expiry (tests inject one).
+    /// The clock used for expiry, by the gate and every method (tests inject one).
     pub fn clock(self, clock: impl Clock) -> Self {
-        let clock: Arc<dyn Clock> = Arc::new(clock);
-        self.update(|c| c.clock = clock)
+        self.update(|g| g.clock(clock))
     }
 
     /// The configured methods.
     pub fn methods(&self) -> impl Iterator<Item = &Arc<dyn Method>> {
-        self.inner.methods.iter()
+        self.gate.methods().iter()
+    }
+
+    /// The transport-neutral gate this configuration drives.
+    pub fn gate(&self) -> &PaymentGate {
+        &self.gate
     }
 
     /// The outer layer: puts this configuration into each request's extensions, where
@@ -155,6 +117,7 @@ impl Mpp {
 
 /// Makes an [`Mpp`] available to the route layers below; see [`Mpp::layer`].
 #[derive(Debug, Clone)]
+#[must_use]
 pub struct MppLayer {
     mpp: Mpp,
 }
@@ -174,6 +137,23 @@ impl<S> Layer<S> for MppLayer {
 pub struct MppService<S> {
     inner: S,
     mpp: Mpp,
+}
+
+impl<S> MppService<S> {
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Consumes this service, returning the inner one.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 impl<S, B> Service<http::Request<B>> for MppService<S>

@@ -1,6 +1,7 @@
 //! CORS for browser clients on another origin: they can only read the payment headers if the
 //! server exposes them.
 
+use crate::headers::{ACCEPT_PAYMENT, PAYMENT_RECEIPT, PAYMENT_SESSION, PAYMENT_SESSION_SNAPSHOT};
 use http::HeaderName;
 use http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use tower_http::cors::CorsLayer;
@@ -8,9 +9,9 @@ use tower_http::cors::CorsLayer;
 /// The response headers a paying browser client must be able to read.
 pub const EXPOSED_PAYMENT_HEADERS: [HeaderName; 4] = [
     WWW_AUTHENTICATE,
-    HeaderName::from_static("payment-receipt"),
-    HeaderName::from_static("payment-session"),
-    HeaderName::from_static("payment-session-snapshot"),
+    PAYMENT_RECEIPT,
+    PAYMENT_SESSION,
+    PAYMENT_SESSION_SNAPSHOT,
 ];
 
 /// Adds the payment headers to `cors`: exposes `WWW-Authenticate`, `Payment-Receipt` and the
@@ -24,7 +25,7 @@ pub const EXPOSED_PAYMENT_HEADERS: [HeaderName; 4] = [
 pub fn with_payment_headers(cors: CorsLayer) -> CorsLayer {
     cors.expose_headers(EXPOSED_PAYMENT_HEADERS).allow_headers([
         AUTHORIZATION,
-        HeaderName::from_static("accept-payment"),
+        ACCEPT_PAYMENT,
         http::header::CONTENT_TYPE,
     ])
 }

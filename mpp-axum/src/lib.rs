@@ -11,44 +11,42 @@
 //!
 //! ```
 //! use axum::{Router, routing::get};
-//! use mpp_axum::{Mpp, PaymentReceipt, charge};
-//! # use mpp_core::{BoxFuture, Method, MethodError, PriceTerms, Verified, VerifyContext};
-//! # struct Tempo;
-//! # impl Method for Tempo {
-//! #     fn name(&self) -> &str { "tempo" }
-//! #     fn supports_intent(&self, i: &str) -> bool { i == "charge" }
-//! #     fn request(&self, t: &PriceTerms) -> Result<serde_json::Value, MethodError> {
-//! #         Ok(serde_json::json!({"amount": t.amount.to_base_units(6)?.to_string()}))
-//! #     }
-//! #     fn verify<'a>(&'a self, _: VerifyContext<'a>) -> BoxFuture<'a, Result<Verified, MethodError>> {
-//! #         Box::pin(async { Err(MethodError::verification_failed("example")) })
-//! #     }
-//! # }
+//! use mpp_axum::{Mpp, PaymentReceipt};
+//! # use mpp_core::testing::TestMethod as Tempo;
 //!
 //! async fn fortune(paid: PaymentReceipt) -> String {
 //!     format!("Fortune favours the bold (tx {})", paid.reference())
 //! }
 //!
-//! let mpp = Mpp::new("an-hmac-secret-of-at-least-32-bytes").unwrap().method(Tempo);
+//! # fn main() -> Result<(), mpp_axum::ConfigError> {
+//! # let tempo = Tempo::new("tempo");
+//! let mpp = Mpp::new("an-hmac-secret-of-at-least-32-bytes")?.method(tempo);
 //! let app: Router = Router::new()
-//!     .route("/fortune", get(fortune).layer(charge("0.01")))
+//!     .route("/fortune", get(fortune).layer(mpp.charge("0.01")?))
 //!     .route("/health", get(|| async { "ok" }))
 //!     .layer(mpp.layer());
+//! # Ok(()) }
 //! ```
 //!
 //! `mpp-axum` knows nothing about any payment network: methods plug in through
-//! [`mpp_core::Method`] (the Tempo method lives in `mpp-tempo`).
+//! [`mpp_core::Method`] (the Tempo method lives in `mpp-tempo`), and the payment logic itself
+//! is [`mpp_core::gate`], which this crate adapts to HTTP (`gate.rs`: realm, scope,
+//! `Accept-Payment`, body digest, `Authorization`).
 
-pub mod charge;
-pub mod config;
+mod body;
+mod charge;
+mod config;
 pub mod cors;
-mod pipeline;
+mod future;
+mod gate;
+pub mod headers;
 mod pricing;
-pub mod receipt;
-pub mod response;
+mod receipt;
+mod response;
 
-pub use charge::{Charge, ChargeLayer, PaymentBody, charge, charge_with, try_charge};
+pub use body::PaymentBody;
+pub use charge::{Charge, ChargeLayer, charge, charge_with, try_charge};
 pub use config::{ConfigError, Mpp, MppLayer, MppService};
+pub use future::ResponseFuture;
 pub use pricing::{PriceError, PriceFn};
-pub use receipt::PaymentReceipt;
-pub use response::PAYMENT_RECEIPT;
+pub use receipt::{MissingPaymentLayer, PaymentReceipt};

@@ -1,129 +1,166 @@
-//! What a route charges: fixed terms (encoded once per configuration) or terms computed from
-//! each request.
+//! What a paid route charges: fixed terms (offers built once per configuration) or terms
+//! computed from each request, plus the options every form shares.
 
-use crate::config::{ConfigError, MppConfig};
-use mpp_core::{EncodedJson, Method, PriceTerms};
+use crate::config::{ConfigError, Mpp};
+use mpp_core::gate::{OfferError, Offers, PricedTerms};
+use mpp_core::{DecimalAmount, PriceTerms};
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 /// Computes the price of one request (see [`crate::charge_with`]).
 pub type PriceFn =
     dyn Fn(&http::request::Parts) -> Result<PriceTerms, PriceError> + Send + Sync + 'static;
 
-/// Why a per-request price could not be computed: answered with `400 bad-request`.
+/// Why a per-request price could not be computed: answered with `400`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct PriceError(pub String);
 
-/// One payable alternative of a route: a method and its encoded terms.
-#[derive(Clone)]
-pub(crate) struct Offer {
-    pub(crate) method: Arc<dyn Method>,
-    pub(crate) intent: Arc<str>,
-    pub(crate) request: EncodedJson,
-    pub(crate) description: Option<Arc<str>>,
+/// The options that apply to every priced layer, whatever computes its amount.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PriceOptions {
+    pub(crate) description: Option<String>,
+    pub(crate) external_id: Option<String>,
+    pub(crate) currency: Option<String>,
 }
 
-impl fmt::Debug for Offer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Offer")
-            .field("method", &self.method.name())
-            .field("intent", &self.intent)
-            .field("request", &self.request.wire())
-            .finish()
+impl PriceOptions {
+    /// Fills what `terms` leaves unset (a price function's own choices win).
+    fn apply(&self, terms: &mut PriceTerms) {
+        let fill = |slot: &mut Option<String>, value: &Option<String>| {
+            if slot.is_none() {
+                slot.clone_from(value);
+            }
+        };
+        fill(&mut terms.description, &self.description);
+        fill(&mut terms.external_id, &self.external_id);
+        fill(&mut terms.currency, &self.currency);
     }
-}
-
-/// Builds the offers of `terms` with every configured method that serves the intent.
-pub(crate) fn build_offers(
-    config: &MppConfig,
-    terms: &PriceTerms,
-) -> Result<Arc<[Offer]>, ConfigError> {
-    let mut offers = Vec::new();
-    for method in config
-        .methods
-        .iter()
-        .filter(|m| m.supports_intent(&terms.intent))
-    {
-        let request = method
-            .request(terms)
-            .map_err(|e| ConfigError::Price(format!("{}: {e}", method.name())))?;
-        let request = EncodedJson::from_value(request)
-            .map_err(|e| ConfigError::Price(format!("{}: {e}", method.name())))?;
-        offers.push(Offer {
-            method: method.clone(),
-            intent: terms.intent.as_str().into(),
-            request,
-            description: terms.description.as_deref().map(Into::into),
-        });
-    }
-    if offers.is_empty() {
-        return Err(ConfigError::Price(format!(
-            "no configured payment method serves the `{}` intent",
-            terms.intent
-        )));
-    }
-    Ok(offers.into())
 }
 
 /// How a route is priced.
 #[derive(Clone)]
-pub(crate) enum Pricing {
-    /// The same terms for every request; offers are built once per configuration.
-    Fixed {
-        terms: Arc<PriceTerms>,
-        /// The offers for the first configuration seen, keyed by its id.
-        cache: Arc<OnceLock<(u64, Arc<[Offer]>)>>,
+pub(crate) enum Price {
+    /// The same terms for every request: offers built once per configuration.
+    Fixed(PricedTerms),
+    /// Terms computed per request by `f`, with the layer's options filled in.
+    Dynamic {
+        intent: &'static str,
+        f: Arc<PriceFn>,
+        options: PriceOptions,
     },
-    /// Terms computed per request.
-    Dynamic(Arc<PriceFn>),
 }
 
-impl Pricing {
-    pub(crate) fn fixed(terms: PriceTerms) -> Self {
-        Self::Fixed {
-            terms: Arc::new(terms),
-            cache: Arc::new(OnceLock::new()),
+impl fmt::Debug for Price {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Fixed(terms) => f.debug_tuple("Fixed").field(terms.terms()).finish(),
+            Self::Dynamic {
+                intent, options, ..
+            } => f
+                .debug_struct("Dynamic")
+                .field("intent", intent)
+                .field("options", options)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Why a request's offers could not be built.
+pub(crate) enum PriceFailure {
+    /// The price function refused the request (400).
+    Request(PriceError),
+    /// The methods cannot offer the terms (500: a configuration error).
+    Config(OfferError),
+}
+
+impl Price {
+    /// Parses a price literal into fixed terms for `intent`.
+    pub(crate) fn fixed(intent: &str, literal: &str) -> Result<Self, ConfigError> {
+        let amount: DecimalAmount =
+            literal
+                .parse()
+                .map_err(|e: mpp_core::amount::AmountError| ConfigError::Price {
+                    literal: literal.to_owned(),
+                    reason: e.to_string(),
+                })?;
+        let mut terms = PriceTerms::charge(amount);
+        terms.intent = intent.to_owned();
+        Ok(Self::Fixed(PricedTerms::new(terms)))
+    }
+
+    /// Changes the options: fixed terms are re-made (with a fresh offer cache).
+    pub(crate) fn with_options(self, f: impl FnOnce(&mut PriceOptions)) -> Self {
+        match self {
+            Self::Fixed(priced) => {
+                let mut terms = priced.terms().clone();
+                let mut options = PriceOptions {
+                    description: terms.description.take(),
+                    external_id: terms.external_id.take(),
+                    currency: terms.currency.take(),
+                };
+                f(&mut options);
+                options.apply(&mut terms);
+                Self::Fixed(PricedTerms::new(terms))
+            }
+            Self::Dynamic {
+                intent,
+                f: price,
+                mut options,
+            } => {
+                f(&mut options);
+                Self::Dynamic {
+                    intent,
+                    f: price,
+                    options,
+                }
+            }
         }
     }
 
-    /// The offers for this request. `Err` carries the status class: configuration errors
-    /// (500) versus a price function's refusal (400).
+    /// The offers for one request.
     pub(crate) fn offers(
         &self,
-        config: &Arc<MppConfig>,
+        mpp: &Mpp,
         parts: &http::request::Parts,
-    ) -> Result<Arc<[Offer]>, OfferError> {
+    ) -> Result<Offers, PriceFailure> {
         match self {
-            Self::Fixed { terms, cache } => {
-                let key = config.id;
-                if let Some((cached_key, offers)) = cache.get()
-                    && *cached_key == key
-                {
-                    return Ok(offers.clone());
-                }
-                let offers = build_offers(config, terms).map_err(OfferError::Config)?;
-                let _ = cache.set((key, offers.clone()));
-                Ok(offers)
-            }
-            Self::Dynamic(price) => {
-                let terms = price(parts).map_err(OfferError::Price)?;
-                build_offers(config, &terms).map_err(OfferError::Config)
+            Self::Fixed(priced) => priced.offers(mpp.gate()).map_err(PriceFailure::Config),
+            Self::Dynamic { f, options, .. } => {
+                let mut terms = f(parts).map_err(PriceFailure::Request)?;
+                options.apply(&mut terms);
+                mpp.gate().offers(&terms).map_err(PriceFailure::Config)
             }
         }
     }
 
-    /// Builds the offers now, so that a bad price fails at start-up.
-    pub(crate) fn prime(&self, config: &Arc<MppConfig>) -> Result<(), ConfigError> {
-        if let Self::Fixed { terms, cache } = self {
-            let offers = build_offers(config, terms)?;
-            let _ = cache.set((config.id, offers));
+    /// Checks at start-up that `mpp`'s methods can offer this price. Dynamic prices are
+    /// probed with an amount of 1 and the layer's options (method, intent, currency,
+    /// description); their per-request amounts can only be checked per request.
+    pub(crate) fn check(&self, mpp: &Mpp) -> Result<(), ConfigError> {
+        match self {
+            Self::Fixed(priced) => priced.offers(mpp.gate()).map(drop)?,
+            Self::Dynamic {
+                intent, options, ..
+            } => {
+                let one = DecimalAmount::parse("1").map_err(|e| ConfigError::Price {
+                    literal: "1".into(),
+                    reason: e.to_string(),
+                })?;
+                let mut probe = PriceTerms::charge(one);
+                probe.intent = (*intent).to_owned();
+                options.apply(&mut probe);
+                mpp.gate().offers(&probe).map(drop)?;
+            }
         }
         Ok(())
     }
-}
 
-pub(crate) enum OfferError {
-    Config(ConfigError),
-    Price(PriceError),
+    /// The fixed terms, when the price does not depend on the request.
+    pub(crate) fn terms(&self) -> Option<&PriceTerms> {
+        match self {
+            Self::Fixed(priced) => Some(priced.terms()),
+            Self::Dynamic { .. } => None,
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! [`PaymentReceipt`]: what a handler behind a payment layer learns about the payment.
 
-use axum::extract::FromRequestParts;
-use axum::response::{IntoResponse, Response};
+use axum_core::extract::{FromRequestParts, OptionalFromRequestParts};
+use axum_core::response::{IntoResponse, Response};
 use mpp_core::Receipt;
+use mpp_core::gate::Admitted;
 
 /// The verified payment of this request, inserted into the request extensions by the
 /// payment layer before the handler runs. Use it as an axum extractor.
@@ -28,6 +29,21 @@ pub struct PaymentReceipt {
     pub method: String,
     /// The intent.
     pub intent: String,
+}
+
+impl From<Admitted> for PaymentReceipt {
+    fn from(admitted: Admitted) -> Self {
+        let verified = admitted.verified;
+        let challenge = admitted.credential.challenge;
+        Self {
+            receipt: verified.receipt,
+            payer: verified.payer,
+            amount: verified.amount,
+            challenge_id: challenge.id,
+            method: challenge.method,
+            intent: challenge.intent,
+        }
+    }
 }
 
 impl PaymentReceipt {
@@ -64,7 +80,7 @@ impl<S: Send + Sync> FromRequestParts<S> for PaymentReceipt {
     }
 }
 
-impl<S: Send + Sync> axum::extract::OptionalFromRequestParts<S> for PaymentReceipt {
+impl<S: Send + Sync> OptionalFromRequestParts<S> for PaymentReceipt {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(

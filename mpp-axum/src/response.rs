@@ -1,26 +1,24 @@
-//! The responses a payment layer writes itself: 402 with fresh challenges and a problem body,
-//! 503 when payment infrastructure is down, and the receipt headers of a paid response.
+//! The responses a payment layer writes itself, rendered here once: a [`Refusal`] as a
+//! problem response (402 with fresh challenges, 503 with `Retry-After`, ...), a plain HTTP
+//! problem (400, 413), and the receipt headers of a paid response.
 
+use crate::headers::PAYMENT_RECEIPT;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderMap, Response, StatusCode};
 use http_body_util::Full;
+use mpp_core::gate::Refusal;
 use mpp_core::problem::PROBLEM_CONTENT_TYPE;
-use mpp_core::{Challenge, Problem, Receipt};
+use mpp_core::{Problem, Receipt};
 
-/// The `Payment-Receipt` header.
-pub const PAYMENT_RECEIPT: http::HeaderName = http::HeaderName::from_static("payment-receipt");
-
-/// A problem response. 402 and 410 carry one `WWW-Authenticate` line per challenge.
-pub(crate) fn problem_response(
-    problem: &Problem,
-    challenges: &[Challenge],
-) -> Response<Full<Bytes>> {
-    let status = StatusCode::from_u16(problem.status).unwrap_or(StatusCode::PAYMENT_REQUIRED);
-    let mut response = Response::new(Full::new(Bytes::from(problem.to_json())));
-    *response.status_mut() = status;
+/// A refusal as an HTTP response: the problem body, one `WWW-Authenticate` line per fresh
+/// challenge, `Cache-Control: no-store`, and `Retry-After` where a retry makes sense.
+pub(crate) fn refusal_response(refusal: &Refusal) -> Response<Full<Bytes>> {
+    let mut response = problem_response(&refusal.to_problem());
     let headers = response.headers_mut();
-    for challenge in challenges {
+    for challenge in refusal.challenges() {
+        // Offers refuse descriptions with control characters, so this cannot fail for a
+        // challenge the gate issued; a header is never half-written either way.
         match challenge
             .to_header_value()
             .ok()
@@ -29,62 +27,43 @@ pub(crate) fn problem_response(
             Some(value) => {
                 headers.append(WWW_AUTHENTICATE, value);
             }
-            None => tracing::error!(
-                method = %challenge.method,
-                "challenge cannot be written as a header (control characters in realm or description?)"
-            ),
+            None => {
+                tracing::error!(method = %challenge.method, "challenge cannot be written as a header")
+            }
         }
     }
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+    if let Some(seconds) = refusal.retry_after() {
+        headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+    }
     response
 }
 
-/// 503: a node or database is unreachable. Nothing was charged; the client may retry.
-pub(crate) fn unavailable(detail: &str) -> Response<Full<Bytes>> {
-    let problem = Problem {
-        type_uri: "about:blank".into(),
-        title: "Service Unavailable".into(),
-        status: 503,
-        detail: Some(format!(
-            "Payment could not be verified right now; nothing was charged. Retry later. ({detail})"
-        )),
-        challenge_id: None,
-        hint: None,
-    };
-    let mut response = problem_response(&problem, &[]);
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-    response
-}
-
-/// A plain problem without challenges (400 for a bad request, 500 for a misconfiguration).
+/// A problem outside the payment flow (400 for a body that cannot be read or a price the
+/// request does not allow, 413 for a body over the limit).
 pub(crate) fn plain_problem(
     status: StatusCode,
     title: &str,
     detail: &str,
 ) -> Response<Full<Bytes>> {
-    let problem = Problem {
+    problem_response(&Problem {
         type_uri: "about:blank".into(),
         title: title.into(),
         status: status.as_u16(),
         detail: Some(detail.into()),
         challenge_id: None,
         hint: None,
-    };
-    let mut response = problem_response(&problem, &[]);
-    response.headers_mut().remove(CACHE_CONTROL);
-    response
+    })
 }
 
-/// 500: the server's payment configuration cannot serve this route (logged where it happens).
-pub(crate) fn misconfigured(detail: &str) -> Response<Full<Bytes>> {
-    plain_problem(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "Payment Misconfigured",
-        detail,
-    )
+fn problem_response(problem: &Problem) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(problem.to_json())));
+    *response.status_mut() =
+        StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));
+    response
 }
 
 /// Adds `Payment-Receipt` and merges `private` into `Cache-Control`.
@@ -134,5 +113,13 @@ mod tests {
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         merge_private(&mut h);
         assert_eq!(h[CACHE_CONTROL], "no-store, private");
+    }
+
+    #[test]
+    fn unavailable_has_retry_after_and_no_challenge() {
+        let response = refusal_response(&Refusal::unavailable());
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[RETRY_AFTER], "1");
+        assert!(response.headers().get(WWW_AUTHENTICATE).is_none());
     }
 }

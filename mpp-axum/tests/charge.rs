@@ -11,90 +11,19 @@ use axum::body::Body;
 use axum::routing::{get, post};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
-use mpp_axum::{Mpp, PaymentReceipt, charge, charge_with, try_charge};
+use mpp_axum::{Charge, Mpp, PaymentReceipt, charge, charge_with, try_charge};
 use mpp_core::expiry::ManualClock;
-use mpp_core::method::Disposition;
-use mpp_core::{
-    BoxFuture, Challenge, Credential, Method, MethodError, PriceTerms, ProblemType, Receipt,
-    Verified, VerifyContext,
-};
+use mpp_core::testing::TestMethod;
+use mpp_core::{Challenge, Credential, PriceTerms, ProblemType, Receipt};
 use serde_json::{Value, json};
-use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use time::macros::datetime;
 use tower::ServiceExt;
 
 const SECRET: &str = "layer-test-secret-0123456789abcdef";
-
-/// Pays when the payload says `{"pay": "<unique ref>"}`; each ref is accepted once.
-struct TestMethod {
-    name: &'static str,
-    used: Mutex<HashSet<String>>,
-}
-
-impl TestMethod {
-    fn new(name: &'static str) -> Self {
-        Self {
-            name,
-            used: Mutex::new(HashSet::new()),
-        }
-    }
-}
-
-impl Method for TestMethod {
-    fn name(&self) -> &str {
-        self.name
-    }
-    fn supports_intent(&self, intent: &str) -> bool {
-        intent == "charge"
-    }
-    fn request(&self, terms: &PriceTerms) -> Result<Value, MethodError> {
-        Ok(json!({
-            "amount": terms.amount.to_base_units(6)?.to_string(),
-            "currency": terms.currency.clone().unwrap_or_else(|| "usd-test".into()),
-            "recipient": "acct_test",
-        }))
-    }
-    fn verify<'a>(
-        &'a self,
-        ctx: VerifyContext<'a>,
-    ) -> BoxFuture<'a, Result<Verified, MethodError>> {
-        Box::pin(async move {
-            let p = &ctx.credential.payload;
-            if p["down"] == true {
-                return Err(MethodError::unavailable("test node down"));
-            }
-            if let Some(reason) = p["fail"].as_str() {
-                return Err(MethodError::verification_failed(reason));
-            }
-            let Some(reference) = p["pay"].as_str() else {
-                return Err(MethodError::invalid_payload("missing `pay`"));
-            };
-            if !self.used.lock().unwrap().insert(reference.to_owned()) {
-                return Err(MethodError::verification_failed("already used"));
-            }
-            let receipt = Receipt::success(
-                self.name,
-                reference,
-                mpp_core::expiry::format_timestamp(ctx.now),
-            );
-            let amount = ctx.request["amount"].as_str().unwrap().parse().unwrap();
-            let verified = Verified::serve(receipt)
-                .with_payer("did:test:payer")
-                .with_amount(amount);
-            Ok(if p["manage"] == true {
-                Verified {
-                    disposition: Disposition::Respond(204),
-                    ..verified
-                }
-            } else {
-                verified
-            })
-        })
-    }
-}
 
 struct App {
     router: Router,
@@ -199,15 +128,7 @@ impl Reply {
 }
 
 async fn send(app: &App, req: Request<Body>) -> Reply {
-    let response = app.router.clone().oneshot(req).await.unwrap();
-    let status = response.status();
-    let headers = response.headers().clone();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    Reply {
-        status,
-        headers,
-        body: String::from_utf8(body.to_vec()).unwrap(),
-    }
+    send_router(&app.router, req).await
 }
 
 fn get_req(uri: &str, authorization: Option<&str>) -> Request<Body> {
@@ -499,12 +420,10 @@ async fn infrastructure_failure_is_503_and_not_served() {
     .await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.headers["retry-after"], "1");
-    assert!(
-        reply.problem()["detail"]
-            .as_str()
-            .unwrap()
-            .contains("nothing was charged")
-    );
+    let detail = reply.problem()["detail"].as_str().unwrap().to_owned();
+    assert!(detail.contains("nothing was charged"), "{detail}");
+    // The method's internal cause is logged, never sent.
+    assert!(!detail.contains("test node down"), "{detail}");
     assert_eq!(app.calls.load(Ordering::SeqCst), 0);
 }
 
@@ -686,4 +605,135 @@ async fn cors_exposes_the_payment_headers() {
         exposed.contains("www-authenticate") && exposed.contains("payment-receipt"),
         "{exposed}"
     );
+}
+
+// `Infallible` is the error of every axum handler; the layer must fit there.
+#[test]
+fn the_layer_wraps_an_axum_route() {
+    fn assert_service<T: tower::Service<Request<Body>, Error = Infallible>>() {}
+    assert_service::<Charge<axum::routing::Route>>();
+    let service = charge("0.01").layer_inner(tower::service_fn(|_: Request<Body>| async {
+        Ok::<_, Infallible>(http::Response::new(Body::empty()))
+    }));
+    let _inner = service.get_ref();
+    let _inner = service.into_inner();
+}
+
+/// Builds a `Charge` around a service (what `Router::layer` does).
+trait LayerInner {
+    fn layer_inner<S>(&self, inner: S) -> Charge<S>;
+}
+
+impl LayerInner for mpp_axum::ChargeLayer {
+    fn layer_inner<S>(&self, inner: S) -> Charge<S> {
+        tower::Layer::layer(self, inner)
+    }
+}
+
+#[tokio::test]
+async fn every_option_works_on_every_form() {
+    let mpp = Mpp::new(SECRET).unwrap().method(TestMethod::new("test"));
+    let dynamic = |_: &http::request::Parts| Ok(PriceTerms::charge("0.02".parse().unwrap()));
+    let forms = [
+        ("unbound", charge("0.02")),
+        ("bound", mpp.charge("0.02").unwrap()),
+        ("dynamic", charge_with(dynamic)),
+        ("dynamic bound", mpp.charge_with(dynamic).unwrap()),
+    ];
+    for (name, layer) in forms {
+        let layer = layer
+            .description("Two cents")
+            .external_id("order-7")
+            .currency("0x20c0000000000000000000000000000000000001");
+        let router = Router::new()
+            .route("/x", get(|| async { "ok" }).layer(layer))
+            .layer(mpp.layer());
+        let reply = send_router(&router, get_req("/x", None)).await;
+        let challenges = Challenge::parse_all_lines(
+            reply
+                .headers
+                .get_all("www-authenticate")
+                .iter()
+                .map(|v| v.to_str().unwrap()),
+        )
+        .unwrap();
+        let c = &challenges[0];
+        assert_eq!(c.description.as_deref(), Some("Two cents"), "{name}");
+        assert_eq!(c.request.value()["externalId"], "order-7", "{name}");
+        assert_eq!(
+            c.request.value()["currency"],
+            "0x20c0000000000000000000000000000000000001",
+            "{name}"
+        );
+        assert_eq!(c.request.value()["amount"], "20000", "{name}");
+    }
+}
+
+#[test]
+fn terms_a_method_cannot_offer_fail_at_start_up() {
+    let mpp = Mpp::new(SECRET).unwrap().method(TestMethod::new("test"));
+    // The test method's currencies are token addresses.
+    assert!(
+        mpp.charge_with(|_| Ok(PriceTerms::charge("1".parse().unwrap())))
+            .unwrap()
+            .currency("usd")
+            .layer_inner_result()
+            .is_err()
+    );
+    let bound = mpp.charge("0.01").unwrap().currency("usd");
+    let applied = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Router::<()>::new().route("/x", get(|| async { "ok" }).layer(bound))
+    }));
+    assert!(
+        applied.is_err(),
+        "a bound layer that cannot be offered must not start"
+    );
+    // A description that cannot travel in a header.
+    let bound = mpp.charge("0.01").unwrap().description("two\nlines");
+    assert!(bound.layer_inner_result().is_err());
+    assert!(
+        mpp.charge("0.01")
+            .unwrap()
+            .description("fine")
+            .layer_inner_result()
+            .is_ok()
+    );
+}
+
+trait LayerInnerResult {
+    fn layer_inner_result(self) -> std::thread::Result<()>;
+}
+
+impl LayerInnerResult for mpp_axum::ChargeLayer {
+    fn layer_inner_result(self) -> std::thread::Result<()> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            let _ = tower::Layer::layer(&self, ());
+        }))
+    }
+}
+
+#[tokio::test]
+async fn an_unbound_layer_that_cannot_be_offered_is_a_500_not_a_free_pass() {
+    let mpp = Mpp::new(SECRET).unwrap().method(TestMethod::new("test"));
+    let router = Router::new()
+        .route(
+            "/x",
+            get(|| async { "free?" }).layer(charge("0.01").currency("usd")),
+        )
+        .layer(mpp.layer());
+    let reply = send_router(&router, get_req("/x", None)).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!reply.body.contains("free?"));
+}
+
+async fn send_router(router: &Router, req: Request<Body>) -> Reply {
+    let response = router.clone().oneshot(req).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    Reply {
+        status,
+        headers,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    }
 }

@@ -2,7 +2,9 @@
 //!
 //! The Machine Payments Protocol (the IETF `Payment` HTTP authentication scheme) as plain
 //! data: challenges, credentials, receipts, their header codecs, the HMAC challenge binding,
-//! amounts, problem details, and the [`Method`] trait every payment method implements.
+//! amounts, problem details, the [`Method`] trait every payment method implements, the
+//! [`Payer`] trait every paying client implements, and the transport-neutral payment
+//! [`gate`] that HTTP layers and MCP bindings drive.
 //! No I/O, no runtime: the `mpp-axum` layers and the `mpp-tempo` method build on it.
 //!
 //! A server issues a challenge, a client answers it, the server checks the echo:
@@ -50,11 +52,15 @@ pub mod digest;
 pub mod discovery;
 pub mod encoded_json;
 pub mod expiry;
+pub mod gate;
 pub mod jcs;
 pub mod mcp;
 pub mod method;
+pub mod payer;
 pub mod problem;
 pub mod receipt;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod www_authenticate;
 
 pub use amount::DecimalAmount;
@@ -62,7 +68,9 @@ pub use binding::ChallengeSecret;
 pub use challenge::Challenge;
 pub use credential::Credential;
 pub use encoded_json::EncodedJson;
+pub use gate::PaymentGate;
 pub use method::{Method, MethodError, PriceTerms, Verified, VerifyContext};
+pub use payer::Payer;
 pub use problem::{Problem, ProblemType};
 pub use receipt::Receipt;
 

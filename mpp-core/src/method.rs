@@ -1,11 +1,11 @@
 //! The [`Method`] trait: how HTTP layers talk to a payment method (Tempo, Stripe, Lightning,
 //! your own), without knowing anything method-specific.
 //!
-//! A layer asks the method for the **terms** of an offer (the `request` object of a
-//! challenge), issues and checks the challenge itself (HMAC, route pinning, expiry, body
-//! digest), and hands a credential that passed those checks to [`Method::verify`]. The method
-//! verifies and settles, then says what to do: serve the handler, or answer by itself (session
-//! management requests), and possibly meter usage while the response is produced.
+//! The [payment gate](crate::gate) asks the method for the **terms** of an offer (the
+//! `request` object of a challenge), issues and checks the challenge itself (HMAC, route
+//! pinning, scope, expiry, body digest), and hands a credential that passed those checks to
+//! [`Method::verify`]. The method verifies and settles, then says what to do: serve the
+//! handler, or answer by itself (session management requests).
 //!
 //! ```
 //! use mpp_core::method::{Method, PriceTerms, Verified, VerifyContext, MethodError};
@@ -40,11 +40,10 @@
 use crate::BoxFuture;
 use crate::amount::{AmountError, DecimalAmount};
 use crate::credential::Credential;
+use crate::encoded_json::EncodedJson;
 use crate::problem::ProblemType;
 use crate::receipt::Receipt;
 use serde_json::{Map, Value};
-use std::sync::Arc;
-use std::time::Duration;
 use time::OffsetDateTime;
 
 /// What a route charges, as declared by the application (before any method turns it into
@@ -87,37 +86,73 @@ impl PriceTerms {
     }
 }
 
-/// How the HTTP request that carries a credential looks, for methods whose behaviour
-/// depends on it (sessions answer management requests without the handler).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HttpRequestInfo<'a> {
-    /// The HTTP method (`GET`, `POST`, `HEAD`...).
-    pub method: &'a str,
-    /// False for `HEAD`, and for a `POST` with no query and no body (a mid-stream voucher
-    /// update), which sessions answer with `204` instead of calling the handler.
-    pub is_content_request: bool,
-}
-
-/// Everything a method needs to verify a credential. The layer has already checked the HMAC,
-/// the route pinning, the expiry and the body digest.
+/// Everything a method needs to verify a credential. The [payment gate](crate::gate) has
+/// already checked the HMAC binding, the route pinning, the scope, the expiry and the body
+/// digest.
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct VerifyContext<'a> {
     /// The decoded credential.
     pub credential: &'a Credential,
-    /// The decoded echoed request (the terms this credential pays).
+    /// The decoded echoed request (the terms this credential pays; pinned to the route).
     pub request: &'a Map<String, Value>,
     /// The server's realm (use it, not the echoed one).
     pub realm: &'a str,
     /// The challenge expiry.
     pub expires: OffsetDateTime,
+    /// The current time, from the server's one configured clock. Methods read time from
+    /// here, never from the system clock, so a test clock moves every check at once.
+    pub now: OffsetDateTime,
+}
+
+impl<'a> VerifyContext<'a> {
+    /// A context for `credential` (its echoed request is the terms), checked under `realm`
+    /// at `now`.
+    pub fn new(
+        credential: &'a Credential,
+        realm: &'a str,
+        expires: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self {
+            credential,
+            request: credential.challenge.request.value(),
+            realm,
+            expires,
+            now,
+        }
+    }
+}
+
+/// What a method may do to one challenge before it is issued (see
+/// [`Method::prepare_challenge`]).
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct PrepareContext<'a> {
+    /// The route's terms for this method, as returned by [`Method::request`].
+    pub offered: &'a EncodedJson,
+    /// The intent of the offer.
+    pub intent: &'a str,
+    /// The realm the challenge is issued under.
+    pub realm: &'a str,
+    /// The expiry the gate will give the challenge.
+    pub expires: OffsetDateTime,
     /// The current time, from the server's clock.
     pub now: OffsetDateTime,
-    /// The HTTP request.
-    pub http: HttpRequestInfo<'a>,
+}
+
+/// The per-challenge terms a method prepared (see [`Method::prepare_challenge`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PreparedChallenge {
+    /// The `request` of this one challenge (e.g. with a fresh invoice).
+    pub request: EncodedJson,
+    /// An earlier expiry, when what was prepared lives shorter than the challenge would.
+    pub expires: Option<OffsetDateTime>,
 }
 
 /// What to do after a successful verification.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Disposition {
     /// Call the handler; its response carries the receipt.
     Serve,
@@ -126,7 +161,8 @@ pub enum Disposition {
 }
 
 /// A verified and settled payment.
-#[derive(Clone)]
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Verified {
     /// The receipt for the `Payment-Receipt` header.
     pub receipt: Receipt,
@@ -136,20 +172,6 @@ pub struct Verified {
     pub amount: Option<u128>,
     /// Serve the handler or answer directly.
     pub disposition: Disposition,
-    /// Per-unit metering for streamed responses (sessions).
-    pub meter: Option<Arc<dyn UsageMeter>>,
-}
-
-impl std::fmt::Debug for Verified {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verified")
-            .field("receipt", &self.receipt)
-            .field("payer", &self.payer)
-            .field("amount", &self.amount)
-            .field("disposition", &self.disposition)
-            .field("meter", &self.meter.is_some())
-            .finish()
-    }
 }
 
 impl Verified {
@@ -160,7 +182,6 @@ impl Verified {
             payer: None,
             amount: None,
             disposition: Disposition::Serve,
-            meter: None,
         }
     }
 
@@ -183,16 +204,11 @@ impl Verified {
         self.amount = Some(amount);
         self
     }
-
-    /// Attaches a usage meter.
-    pub fn with_meter(mut self, meter: Arc<dyn UsageMeter>) -> Self {
-        self.meter = Some(meter);
-        self
-    }
 }
 
 /// Why a method refused or could not verify a payment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum MethodError {
     /// The payer's fault: answered with this problem (402/400/410) and a fresh challenge.
     #[error("{problem:?}: {detail}")]
@@ -203,7 +219,8 @@ pub enum MethodError {
         detail: String,
     },
     /// Infrastructure fault (node or database down, timeout): answered with 503; nothing is
-    /// charged and the payer may retry.
+    /// charged and the payer may retry. The text is logged, never sent to the client (it
+    /// may name a node URL or a database).
     #[error("payment infrastructure unavailable: {0}")]
     Unavailable(String),
     /// The server's own configuration cannot produce these terms (e.g. a price with more
@@ -272,7 +289,30 @@ pub trait Method: Send + Sync + 'static {
         default_offer_match(offered, echoed)
     }
 
-    /// Verifies and settles a credential for an echoed request that passed the layer's checks.
+    /// Per-challenge preparation, for methods whose challenges are not fixed per route: a
+    /// Lightning method creates an invoice for every 402 (I/O, and it may cap `expires`), a
+    /// Stripe method binds a fresh `externalId`. `None` (the default) keeps the fast path:
+    /// the route's terms, encoded once, go into every challenge unchanged.
+    ///
+    /// A prepared request must still pass [`Method::matches_offer`] against the route's
+    /// terms when it comes back.
+    fn prepare_challenge<'a>(
+        &'a self,
+        ctx: PrepareContext<'a>,
+    ) -> Option<BoxFuture<'a, Result<PreparedChallenge, MethodError>>> {
+        let _ = ctx;
+        None
+    }
+
+    /// Whether a genuine (HMAC-checked, pinned) credential may still be accepted after its
+    /// challenge expired. Sessions accept a voucher, top-up or close for an open channel on
+    /// an expired challenge, so streams outlive the challenge lifetime. Default: never.
+    fn accepts_expired(&self, credential: &Credential) -> bool {
+        let _ = credential;
+        false
+    }
+
+    /// Verifies and settles a credential for an echoed request that passed the gate's checks.
     fn verify<'a>(&'a self, ctx: VerifyContext<'a>)
     -> BoxFuture<'a, Result<Verified, MethodError>>;
 }
@@ -319,30 +359,6 @@ fn json_eq_ignoring_hex_case(a: Option<&Value>, b: Option<&Value>) -> bool {
         (Some(x), Some(y)) => x == y,
         _ => false,
     }
-}
-
-/// The result of [`UsageMeter::charge`].
-#[derive(Debug, Clone, PartialEq)]
-pub enum MeterCharge {
-    /// The unit was paid for and committed.
-    Charged,
-    /// Not enough headroom: send this `payment-need-voucher` event data, then wait.
-    NeedVoucher(Value),
-}
-
-/// Per-unit billing of a streamed response (the session intent's SSE binding). The stream
-/// charges each unit before sending it; when headroom runs out it tells the client once and
-/// waits for a larger voucher.
-pub trait UsageMeter: Send + Sync + 'static {
-    /// Charges `cost` base units against paid headroom, atomically; never blocks waiting
-    /// for the payer.
-    fn charge(&self, cost: u128) -> BoxFuture<'_, Result<MeterCharge, MethodError>>;
-
-    /// Waits up to `timeout` for more headroom (a voucher arrived). `Ok(false)` on timeout.
-    fn wait_for_headroom(&self, timeout: Duration) -> BoxFuture<'_, Result<bool, MethodError>>;
-
-    /// The receipt with the running totals, for the closing `payment-receipt` event.
-    fn receipt(&self) -> BoxFuture<'_, Result<Receipt, MethodError>>;
 }
 
 #[cfg(test)]

@@ -61,10 +61,36 @@ pub enum ProblemType {
     SessionChannelNotFound,
     /// Session: the channel is closed or closing (410).
     SessionChannelFinalized,
+    /// A problem type a payment method defines for itself (see [`CustomProblem`]).
+    Custom(&'static CustomProblem),
+}
+
+/// A problem type defined by a payment method, declared once as a `static`:
+///
+/// ```
+/// use mpp_core::problem::{CustomProblem, Problem, ProblemType};
+///
+/// static INVOICE_EXPIRED: CustomProblem = CustomProblem {
+///     uri: "https://example.com/problems/invoice-expired",
+///     title: "Invoice Expired",
+///     status: 402,
+/// };
+/// let problem = Problem::new(ProblemType::Custom(&INVOICE_EXPIRED), "pay a fresh invoice");
+/// assert_eq!(problem.type_uri, INVOICE_EXPIRED.uri);
+/// assert!(ProblemType::Custom(&INVOICE_EXPIRED).carries_challenge());
+/// ```
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct CustomProblem {
+    /// The full type URI.
+    pub uri: &'static str,
+    /// A short human-readable title.
+    pub title: &'static str,
+    /// The HTTP status (402 and 410 carry fresh challenges).
+    pub status: u16,
 }
 
 impl ProblemType {
-    /// Every problem type, in declaration order.
+    /// Every problem type of the Payment scheme, in declaration order.
     pub const ALL: [ProblemType; 19] = [
         Self::PaymentRequired,
         Self::MalformedCredential,
@@ -87,9 +113,11 @@ impl ProblemType {
         Self::SessionChannelFinalized,
     ];
 
-    /// The suffix after [`PROBLEM_BASE_URI`], e.g. `payment-expired`.
+    /// The suffix after [`PROBLEM_BASE_URI`], e.g. `payment-expired` (the whole URI for a
+    /// [`CustomProblem`]).
     pub const fn code(self) -> &'static str {
         match self {
+            Self::Custom(custom) => custom.uri,
             Self::PaymentRequired => "payment-required",
             Self::MalformedCredential => "malformed-credential",
             Self::InvalidChallenge => "invalid-challenge",
@@ -118,6 +146,7 @@ impl ProblemType {
             Self::MethodUnsupported | Self::BadRequest => 400,
             Self::InternalPaymentError => 500,
             Self::SessionChannelNotFound | Self::SessionChannelFinalized => 410,
+            Self::Custom(custom) => custom.status,
             _ => 402,
         }
     }
@@ -144,15 +173,19 @@ impl ProblemType {
             Self::SessionChallengeNotFound => "Challenge Not Found",
             Self::SessionChannelNotFound => "Channel Not Found",
             Self::SessionChannelFinalized => "Channel Finalized",
+            Self::Custom(custom) => custom.title,
         }
     }
 
     /// The full type URI.
     pub fn uri(self) -> String {
-        format!("{PROBLEM_BASE_URI}{}", self.code())
+        match self {
+            Self::Custom(custom) => custom.uri.to_owned(),
+            _ => format!("{PROBLEM_BASE_URI}{}", self.code()),
+        }
     }
 
-    /// Looks a type up by its URI (or bare code).
+    /// Looks a type of the Payment scheme up by its URI (or bare code).
     pub fn from_uri(uri: &str) -> Option<Self> {
         let code = uri.strip_prefix(PROBLEM_BASE_URI).unwrap_or(uri);
         Self::ALL.into_iter().find(|t| t.code() == code)

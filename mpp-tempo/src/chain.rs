@@ -1,8 +1,10 @@
 //! Access to a Tempo node over JSON-RPC, with a timeout on every call and the chain id cached.
 //!
-//! Errors are classified once, here: a JSON-RPC error *response* means the node looked at
-//! what we sent and refused it (a payer fault when the payer supplied it), anything else
-//! (connection refused, timeout, garbage) is an infrastructure fault.
+//! This sits below the intents: charge verification (and later sessions) call it and turn
+//! its [`ChainError`] into their own errors. Errors are classified once, here: a JSON-RPC
+//! error *response* to a transaction we simulate or send means the node looked at it and
+//! refused it ([`ChainError::Refused`], a payer fault when the payer supplied it); anything
+//! else (connection refused, timeout, garbage) is an infrastructure fault.
 
 use std::future::IntoFuture;
 use std::time::Duration;
@@ -15,8 +17,6 @@ use tempo_alloy::TempoNetwork;
 use tempo_alloy::rpc::{TempoTransactionReceipt, TempoTransactionRequest};
 use tempo_primitives::transaction::TempoTransaction;
 use tokio::sync::OnceCell;
-
-use crate::charge::ChargeError;
 
 /// Default timeout of one RPC call.
 pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,21 +31,33 @@ pub struct ChainClient {
     chain_id: std::sync::Arc<OnceCell<u64>>,
 }
 
-/// What the node said about a transaction we asked it to refuse or run.
-#[derive(Debug)]
-pub(crate) enum NodeRefusal {
-    /// The node answered with a JSON-RPC error (the transaction is invalid or reverts).
+/// Why a call to the node failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChainError {
+    /// The node could not be reached, or answered with a transport error or an unexpected
+    /// shape (an infrastructure fault).
+    #[error("tempo node unavailable: {0}")]
+    Unavailable(String),
+    /// A call did not finish in time (an infrastructure fault). When it was a broadcast, the
+    /// outcome is unknown.
+    #[error("tempo node timed out: {0}")]
+    Timeout(String),
+    /// The node looked at a transaction we simulated or sent and refused it (it is invalid or
+    /// reverts): the node's message.
+    #[error("the tempo node refused the transaction: {0}")]
     Refused(String),
-    /// Infrastructure fault.
-    Unavailable(ChargeError),
+    /// The client's own configuration is unusable (e.g. a malformed RPC URL).
+    #[error("tempo node misconfigured: {0}")]
+    Config(String),
 }
 
 impl ChainClient {
     /// A client for `rpc_url` (http or https).
-    pub fn new(rpc_url: &str, rpc_timeout: Duration) -> Result<Self, ChargeError> {
+    pub fn new(rpc_url: &str, rpc_timeout: Duration) -> Result<Self, ChainError> {
         let url = rpc_url
             .parse()
-            .map_err(|e| ChargeError::Config(format!("bad rpc url `{rpc_url}`: {e}")))?;
+            .map_err(|e| ChainError::Config(format!("bad rpc url `{rpc_url}`: {e}")))?;
         Ok(Self {
             provider: RootProvider::<TempoNetwork>::new_http(url),
             rpc_timeout,
@@ -68,14 +80,14 @@ impl ChainClient {
         what: &str,
         timeout: Duration,
         fut: impl IntoFuture<Output = Result<T, TransportError>>,
-    ) -> Result<Result<T, TransportError>, ChargeError> {
+    ) -> Result<Result<T, TransportError>, ChainError> {
         tokio::time::timeout(timeout, fut.into_future())
             .await
-            .map_err(|_| ChargeError::Timeout(format!("{what} took longer than {timeout:?}")))
+            .map_err(|_| ChainError::Timeout(format!("{what} took longer than {timeout:?}")))
     }
 
     /// `eth_chainId`, fetched once and cached (a node does not change chains).
-    pub async fn chain_id(&self) -> Result<u64, ChargeError> {
+    pub async fn chain_id(&self) -> Result<u64, ChainError> {
         self.chain_id
             .get_or_try_init(|| async {
                 self.timed(
@@ -91,10 +103,7 @@ impl ChainClient {
     }
 
     /// `eth_getTransactionReceipt`; `None` when the node does not know the transaction.
-    pub async fn receipt(
-        &self,
-        hash: B256,
-    ) -> Result<Option<TempoTransactionReceipt>, ChargeError> {
+    pub async fn receipt(&self, hash: B256) -> Result<Option<TempoTransactionReceipt>, ChainError> {
         self.timed(
             "eth_getTransactionReceipt",
             self.rpc_timeout,
@@ -105,7 +114,7 @@ impl ChainClient {
     }
 
     /// Simulates the calls of a Tempo transaction from `from`, in order, on top of the latest
-    /// block: `Err(Refused)` when any call would revert.
+    /// block: [`ChainError::Refused`] when any call would revert.
     ///
     /// Uses `eth_simulateV1` with one call per batch entry (state carries over between
     /// them), because anvil's `eth_call` ignores the `calls` of a Tempo request and reports
@@ -115,7 +124,7 @@ impl ChainClient {
         &self,
         from: Address,
         tx: &TempoTransaction,
-    ) -> Result<(), NodeRefusal> {
+    ) -> Result<(), ChainError> {
         let calls: Vec<Value> = tx
             .calls
             .iter()
@@ -136,19 +145,18 @@ impl ChainClient {
                 self.provider
                     .raw_request::<_, Value>("eth_simulateV1".into(), (payload, "latest")),
             )
-            .await
-            .map_err(NodeRefusal::Unavailable)?;
+            .await?;
         match simulated {
             Ok(result) => {
                 let Some(results) = result.pointer("/0/calls").and_then(Value::as_array) else {
-                    return Err(NodeRefusal::Unavailable(ChargeError::NodeUnavailable(
+                    return Err(ChainError::Unavailable(
                         "eth_simulateV1 returned an unexpected shape".into(),
-                    )));
+                    ));
                 };
                 if results.len() != tx.calls.len() {
-                    return Err(NodeRefusal::Unavailable(ChargeError::NodeUnavailable(
+                    return Err(ChainError::Unavailable(
                         "eth_simulateV1 returned the wrong number of results".into(),
-                    )));
+                    ));
                 }
                 for (i, call) in results.iter().enumerate() {
                     if call.get("status").and_then(Value::as_str) != Some("0x1") {
@@ -157,7 +165,7 @@ impl ChainClient {
                             .and_then(Value::as_str)
                             .unwrap_or("reverted");
                         let data = call.get("returnData").and_then(Value::as_str).unwrap_or("");
-                        return Err(NodeRefusal::Refused(format!("call {i}: {why} {data}")));
+                        return Err(ChainError::Refused(format!("call {i}: {why} {data}")));
                     }
                 }
                 Ok(())
@@ -168,45 +176,43 @@ impl ChainClient {
                 request.inner.from = Some(from);
                 match self
                     .timed("eth_call", self.rpc_timeout, self.provider.call(request))
-                    .await
+                    .await?
                 {
-                    Err(e) => Err(NodeRefusal::Unavailable(e)),
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(e)) => Err(refusal("eth_call", e)),
+                    Ok(_) => Ok(()),
+                    Err(e) => Err(refusal("eth_call", e)),
                 }
             }
-            Err(e) => Err(NodeRefusal::Unavailable(unavailable("eth_simulateV1", e))),
+            Err(e) => Err(unavailable("eth_simulateV1", e)),
         }
     }
 
     /// `eth_sendRawTransactionSync` with `timeout`: the receipt once the transaction is mined.
+    /// [`ChainError::Refused`] when the node rejects it; on a timeout or transport error the
+    /// transaction may or may not have been accepted.
     pub(crate) async fn send_raw_sync(
         &self,
         raw: &[u8],
         timeout: Duration,
-    ) -> Result<TempoTransactionReceipt, NodeRefusal> {
-        match self
-            .timed(
-                "eth_sendRawTransactionSync",
-                timeout,
-                self.provider.send_raw_transaction_sync(raw),
-            )
-            .await
-        {
-            Err(e) => Err(NodeRefusal::Unavailable(e)),
-            Ok(Ok(receipt)) => Ok(receipt),
-            Ok(Err(e)) => Err(refusal("eth_sendRawTransactionSync", e)),
-        }
+    ) -> Result<TempoTransactionReceipt, ChainError> {
+        self.timed(
+            "eth_sendRawTransactionSync",
+            timeout,
+            self.provider.send_raw_transaction_sync(raw),
+        )
+        .await?
+        .map_err(|e| refusal("eth_sendRawTransactionSync", e))
     }
 }
 
-fn refusal(what: &str, e: TransportError) -> NodeRefusal {
+/// A JSON-RPC error response is the node's verdict on the transaction; anything else is an
+/// infrastructure fault.
+fn refusal(what: &str, e: TransportError) -> ChainError {
     match e {
-        RpcError::ErrorResp(payload) => NodeRefusal::Refused(payload.message.to_string()),
-        other => NodeRefusal::Unavailable(unavailable(what, other)),
+        RpcError::ErrorResp(payload) => ChainError::Refused(payload.message.to_string()),
+        other => unavailable(what, other),
     }
 }
 
-fn unavailable(what: &str, e: TransportError) -> ChargeError {
-    ChargeError::NodeUnavailable(format!("{what}: {e}"))
+fn unavailable(what: &str, e: TransportError) -> ChainError {
+    ChainError::Unavailable(format!("{what}: {e}"))
 }

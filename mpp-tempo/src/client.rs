@@ -1,6 +1,25 @@
-//! The payer side of a Tempo charge: builds the credential `payload` (and `source` DID) that
-//! answers a challenge. Independent of HTTP: the input is the decoded challenge fields and a
-//! signer.
+//! The payer side of a Tempo charge: [`TempoPayer`] answers a challenge with a credential.
+//! Independent of HTTP: the input is a decoded [`Challenge`] and a signer.
+//!
+//! As an [`mpp_core::Payer`], it pays the way SDK clients do by default:
+//!
+//! ```no_run
+//! use mpp_core::{Challenge, Payer};
+//! use mpp_tempo::client::TempoPayer;
+//!
+//! # async fn demo(www_authenticate: &str) -> Result<(), Box<dyn std::error::Error>> {
+//! let signer = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d".parse()?;
+//! let payer = TempoPayer::new(signer, "http://127.0.0.1:8545")?;
+//! let offered = Challenge::parse_all(www_authenticate)?;
+//! if let Some(challenge) = payer.choose(&offered) {
+//!     let credential = payer.pay(challenge).await?;
+//!     println!("Authorization: {}", credential.to_authorization());
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! The modes, also callable one by one (with [`TxOptions`] to build deliberately wrong
+//! payments in tests):
 //!
 //! - **pull** ([`TempoPayer::pull`]): a signed `0x76` transaction with an expiring nonce
 //!   (`nonceKey = U256::MAX`, `validBefore = min(now + 25 s, expires)`) and one
@@ -20,6 +39,9 @@ use alloy::providers::Provider;
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::SolCall;
+use mpp_core::did::PkhDid;
+use mpp_core::payer::{PayError, Payer};
+use mpp_core::{BoxFuture, Challenge, Credential};
 use serde_json::{Value, json};
 use tempo_alloy::contracts::precompiles::ITIP20;
 use tempo_alloy::rpc::TempoTransactionRequest;
@@ -30,26 +52,14 @@ use tempo_primitives::transaction::{
 use time::OffsetDateTime;
 
 use crate::chain::{ChainClient, DEFAULT_RPC_TIMEOUT};
-use crate::charge::envelope::FeePayerEnvelope;
-use crate::charge::memo::attribution_memo;
-use crate::charge::proof::proof_digest;
-use crate::charge::{ChargeMode, TempoChargeRequest};
+use crate::challenge::ChallengeView;
+use crate::charge::{
+    ChargeMode, FeePayerEnvelope, TempoChargeRequest, attribution_memo, proof_digest,
+};
+use crate::{CHARGE_INTENT, METHOD_NAME};
 
 /// How long a signed pull transaction stays valid (the SDKs' 25 s).
 pub const PULL_VALIDITY: Duration = Duration::from_secs(25);
-
-/// The challenge being answered, as decoded from `WWW-Authenticate`.
-#[derive(Debug, Clone, Copy)]
-pub struct ChargeChallenge<'a> {
-    /// The challenge id.
-    pub id: &'a str,
-    /// The challenge realm (the attribution memo's server id).
-    pub realm: &'a str,
-    /// The decoded `request` object.
-    pub request: &'a Value,
-    /// The challenge expiry.
-    pub expires: OffsetDateTime,
-}
 
 /// What the payer sends: `payload` and `source` of the credential.
 #[derive(Debug, Clone, PartialEq)]
@@ -63,9 +73,20 @@ pub struct PaymentCredential {
     pub tx_hash: Option<B256>,
 }
 
+impl PaymentCredential {
+    /// The full credential answering `challenge` (echoed as is).
+    pub fn into_credential(self, challenge: &Challenge) -> Credential {
+        Credential::new(challenge.clone(), self.payload).with_source(self.source)
+    }
+}
+
 /// Why a payment could not be built.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ClientError {
+    /// The challenge is not a Tempo charge this client can answer (method, intent, expiry).
+    #[error("bad challenge: {0}")]
+    Challenge(String),
     /// The challenge's request is not a valid Tempo charge request.
     #[error("bad charge request: {0}")]
     Request(String),
@@ -118,12 +139,13 @@ impl TempoPayer {
     }
 
     /// Pays the way SDK clients do by default: a proof for zero amounts, else pull (the
-    /// `0x78` envelope when the server sponsors), else push if pull is not offered.
-    pub async fn pay(
+    /// `0x78` envelope when the server sponsors), else push if pull is not offered. What
+    /// [`Payer::pay`] sends, with the typed error and the transaction hash.
+    pub async fn pay_charge(
         &self,
-        challenge: ChargeChallenge<'_>,
+        challenge: &Challenge,
     ) -> Result<PaymentCredential, ClientError> {
-        let req = parse(challenge.request)?;
+        let (_, req) = parse(challenge)?;
         if req.amount == 0 {
             return self.proof(challenge);
         }
@@ -137,15 +159,15 @@ impl TempoPayer {
     /// A pull credential: the signed transaction (`0x78` envelope when `feePayer` is set).
     pub async fn pull(
         &self,
-        challenge: ChargeChallenge<'_>,
+        challenge: &Challenge,
         options: &TxOptions,
     ) -> Result<PaymentCredential, ClientError> {
-        let req = parse(challenge.request)?;
+        let (view, req) = parse(challenge)?;
         if !req.allows(ChargeMode::Pull) {
             return Err(ClientError::NotOffered("pull"));
         }
         let sponsored = req.method_details.fee_payer;
-        let (tx, signature) = self.signed_tx(challenge, &req, options, sponsored).await?;
+        let (tx, signature) = self.signed_tx(view, &req, options, sponsored).await?;
         let (raw, tx_hash) = if sponsored {
             let envelope = FeePayerEnvelope::new(tx, self.address(), signature);
             (envelope.encode(), None)
@@ -164,14 +186,14 @@ impl TempoPayer {
     /// presents its hash. Fails if it reverted.
     pub async fn push(
         &self,
-        challenge: ChargeChallenge<'_>,
+        challenge: &Challenge,
         options: &TxOptions,
     ) -> Result<PaymentCredential, ClientError> {
-        let req = parse(challenge.request)?;
+        let (view, req) = parse(challenge)?;
         if !req.allows(ChargeMode::Push) {
             return Err(ClientError::NotOffered("push"));
         }
-        let (hash, succeeded) = self.send_payment(challenge, options).await?;
+        let (hash, succeeded) = self.send_tx(view, &req, options).await?;
         if !succeeded {
             return Err(ClientError::Node("the payment transaction reverted".into()));
         }
@@ -187,11 +209,20 @@ impl TempoPayer {
     /// this plus the status check.
     pub async fn send_payment(
         &self,
-        challenge: ChargeChallenge<'_>,
+        challenge: &Challenge,
         options: &TxOptions,
     ) -> Result<(B256, bool), ClientError> {
-        let req = parse(challenge.request)?;
-        let (tx, signature) = self.signed_tx(challenge, &req, options, false).await?;
+        let (view, req) = parse(challenge)?;
+        self.send_tx(view, &req, options).await
+    }
+
+    async fn send_tx(
+        &self,
+        challenge: ChallengeView<'_>,
+        req: &TempoChargeRequest,
+        options: &TxOptions,
+    ) -> Result<(B256, bool), ClientError> {
+        let (tx, signature) = self.signed_tx(challenge, req, options, false).await?;
         let signed = tx.into_signed(signature);
         let receipt = tokio::time::timeout(
             Duration::from_secs(15),
@@ -206,10 +237,10 @@ impl TempoPayer {
     }
 
     /// A zero-amount proof credential.
-    pub fn proof(&self, challenge: ChargeChallenge<'_>) -> Result<PaymentCredential, ClientError> {
-        let req = parse(challenge.request)?;
+    pub fn proof(&self, challenge: &Challenge) -> Result<PaymentCredential, ClientError> {
+        let (view, req) = parse(challenge)?;
         let chain_id = req.method_details.chain_id;
-        let digest = proof_digest(chain_id, self.address(), challenge.id, challenge.realm);
+        let digest = proof_digest(chain_id, self.address(), view.id, view.realm);
         let signature = self
             .signer
             .sign_hash_sync(&digest)
@@ -222,16 +253,17 @@ impl TempoPayer {
     }
 
     fn did(&self, chain_id: u64) -> String {
-        format!(
-            "did:pkh:eip155:{chain_id}:{}",
-            self.address().to_checksum(None)
-        )
+        PkhDid {
+            chain_id,
+            address: self.address().to_checksum(None),
+        }
+        .to_string()
     }
 
     /// The calls SDK clients make: one `transferWithMemo` (or `transfer` for memo-less splits)
     /// per expected transfer.
     fn calls(
-        challenge: ChargeChallenge<'_>,
+        challenge: ChallengeView<'_>,
         req: &TempoChargeRequest,
         options: &TxOptions,
     ) -> Result<Vec<Call>, ClientError> {
@@ -274,12 +306,13 @@ impl TempoPayer {
 
     async fn signed_tx(
         &self,
-        challenge: ChargeChallenge<'_>,
+        challenge: ChallengeView<'_>,
         req: &TempoChargeRequest,
         options: &TxOptions,
         sponsored: bool,
     ) -> Result<(TempoTransaction, TempoSignature), ClientError> {
         let calls = Self::calls(challenge, req, options)?;
+        // The payer's own clock: the server checks validBefore against its clock.
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let default_valid_before =
             (now + PULL_VALIDITY.as_secs() as i64).min(challenge.expires.unix_timestamp());
@@ -336,6 +369,32 @@ impl TempoPayer {
     }
 }
 
-fn parse(request: &Value) -> Result<TempoChargeRequest, ClientError> {
-    TempoChargeRequest::from_json(request).map_err(|e| ClientError::Request(e.to_string()))
+impl Payer for TempoPayer {
+    fn supports(&self, challenge: &Challenge) -> bool {
+        challenge.method == METHOD_NAME
+            && challenge.intent == CHARGE_INTENT
+            && TempoChargeRequest::from_map(challenge.request.value()).is_ok()
+    }
+
+    fn pay<'a>(&'a self, challenge: &'a Challenge) -> BoxFuture<'a, Result<Credential, PayError>> {
+        Box::pin(async move {
+            let paid = self.pay_charge(challenge).await.map_err(PayError::new)?;
+            Ok(paid.into_credential(challenge))
+        })
+    }
+}
+
+/// The challenge view and the validated terms of a Tempo charge challenge.
+fn parse(challenge: &Challenge) -> Result<(ChallengeView<'_>, TempoChargeRequest), ClientError> {
+    if challenge.method != METHOD_NAME || challenge.intent != CHARGE_INTENT {
+        return Err(ClientError::Challenge(format!(
+            "a `{}`/`{}` challenge is not a tempo charge",
+            challenge.method, challenge.intent
+        )));
+    }
+    let view = ChallengeView::from_challenge(challenge)
+        .map_err(|e| ClientError::Challenge(e.to_string()))?;
+    let request = TempoChargeRequest::from_map(challenge.request.value())
+        .map_err(|e| ClientError::Request(e.to_string()))?;
+    Ok((view, request))
 }

@@ -1,13 +1,67 @@
-//! The Tempo payment method for MPP.
+//! # mpp-tempo
+//!
+//! The Tempo payment method for MPP: stablecoin charges on a Tempo chain, verified on a real
+//! node, with replay protection in SQLite or Postgres.
+//!
+//! Build a [`Tempo`] once and hand it to the payment gate (`mpp_axum::Mpp::method`, or
+//! [`mpp_core::PaymentGate::method`] directly):
+//!
+//! ```no_run
+//! use std::sync::Arc;
+//! use mpp_core::PaymentGate;
+//! use mpp_tempo::Tempo;
+//! use mpp_tempo::store::SqliteStore;
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let store = SqliteStore::open("mpp.db").await?;           // creates and migrates the file
+//! let tempo = Tempo::builder()
+//!     .rpc_url("http://127.0.0.1:8545")
+//!     .recipient("0x742d35Cc6634C0532925a3b844Bc9e7595f8fE00".parse()?)
+//!     .store(Arc::new(store))
+//!     .build()                                              // reads the node's chain id
+//!     .await?;
+//! let gate = PaymentGate::new("an-hmac-secret-of-at-least-32-bytes")?.method(tempo);
+//! # let _ = gate;
+//! # Ok(()) }
+//! ```
+//!
+//! What it holds:
+//!
+//! - [`Tempo`] and [`TempoBuilder`]: the method. It serves the `charge` intent: pull
+//!   credentials (signed `0x76` transactions, or `0x78` envelopes it co-signs as fee payer),
+//!   push credentials (transaction hashes) and zero-amount proofs.
+//! - [`charge`]: the charge intent's terms, payloads and offline checks.
+//! - [`store`]: where replay keys are claimed ([`store::SqliteStore`], [`store::PgStore`],
+//!   [`store::MemoryStore`]). The SQL stores run their own migrations, tracked in their own
+//!   table ([`store::MIGRATIONS_TABLE`]), so they share a database with the application's.
+//! - [`ChainClient`]: JSON-RPC access to the node, below the intents, with its own
+//!   [`ChainError`].
+//! - `client` (feature `client`): [`client::TempoPayer`], an [`mpp_core::Payer`] that pays
+//!   Tempo challenges.
+//! - `testing` (feature `testing`): a local `anvil --network tempo` node for tests.
 
-pub mod chain;
+mod chain;
+mod challenge;
 pub mod charge;
 #[cfg(feature = "client")]
 pub mod client;
+mod hex;
+mod method;
 pub mod store;
-mod tempo;
 #[cfg(feature = "testing")]
 pub mod testing;
+mod tokens;
 
-pub use charge::{ChargeError, TempoChargeRequest};
-pub use tempo::{ChargeKind, ChargeReceipt, Tempo, TempoBuilder};
+pub use chain::{ChainClient, ChainError, DEFAULT_BROADCAST_TIMEOUT, DEFAULT_RPC_TIMEOUT};
+pub use challenge::{ChallengeView, ChallengeViewError};
+pub use charge::{
+    ChargeContext, ChargeError, ChargeKind, ChargeMode, SettledCharge, SponsorPolicy,
+    TempoChargeRequest,
+};
+pub use method::{Tempo, TempoBuilder};
+pub use tokens::PATH_USD;
+
+/// The method id in challenges.
+pub(crate) const METHOD_NAME: &str = "tempo";
+/// The one intent served so far.
+pub(crate) const CHARGE_INTENT: &str = "charge";

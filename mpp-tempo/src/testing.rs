@@ -21,6 +21,8 @@ use std::time::Duration;
 
 use alloy::primitives::{Address, address};
 
+use crate::chain::{ChainClient, ChainError};
+
 /// How to install the pinned node binary (run from the workspace root).
 pub const INSTALL_HINT: &str =
     "npm install --prefix tools/devnet --no-audit --no-fund --ignore-scripts";
@@ -86,8 +88,7 @@ pub const DEV_ACCOUNTS: [DevAccount; 10] = [
 pub mod tokens {
     use alloy::primitives::{Address, address};
 
-    /// PathUSD, the default currency.
-    pub const PATH_USD: Address = address!("20c0000000000000000000000000000000000000");
+    pub use crate::tokens::PATH_USD;
     /// AlphaUSD.
     pub const ALPHA_USD: Address = address!("20c0000000000000000000000000000000000001");
     /// BetaUSD.
@@ -239,13 +240,13 @@ pub async fn token_balance(
     rpc_url: &str,
     token: Address,
     owner: Address,
-) -> Result<alloy::primitives::U256, crate::ChargeError> {
-    let chain = crate::chain::ChainClient::new(rpc_url, Duration::from_secs(5))?;
+) -> Result<alloy::primitives::U256, ChainError> {
+    let chain = ChainClient::new(rpc_url, Duration::from_secs(5))?;
     tempo_alloy::contracts::precompiles::ITIP20::new(token, chain.provider())
         .balanceOf(owner)
         .call()
         .await
-        .map_err(|e| crate::ChargeError::NodeUnavailable(e.to_string()))
+        .map_err(|e| ChainError::Unavailable(e.to_string()))
 }
 
 /// The pinned `mppx` interop scripts (`tools/devnet/interop/*.mjs`), when the SDK is

@@ -13,11 +13,15 @@ use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256, U256, address};
 use alloy::signers::local::PrivateKeySigner;
+use mpp_core::EncodedJson;
+use mpp_core::expiry::{format_timestamp, parse_timestamp};
 use mpp_tempo::charge::{ChargeMode, SponsorPolicy};
-use mpp_tempo::client::{ChargeChallenge, PaymentCredential, TempoPayer, TxOptions};
+use mpp_tempo::client::{PaymentCredential, TempoPayer, TxOptions};
 use mpp_tempo::store::{Claim, ReplayStore, SqliteStore};
 use mpp_tempo::testing::{ANVIL_CHAIN_ID, AnvilNode, DEV_ACCOUNTS, tokens};
-use mpp_tempo::{ChargeError, ChargeKind, ChargeReceipt, Tempo, TempoChargeRequest};
+use mpp_tempo::{
+    ChallengeView, ChargeContext, ChargeError, ChargeKind, SettledCharge, Tempo, TempoChargeRequest,
+};
 use serde_json::Value;
 use tempo_alloy::contracts::precompiles::ITIP20;
 use time::OffsetDateTime;
@@ -66,42 +70,49 @@ fn payer(env: &Env, account: usize) -> TempoPayer {
     TempoPayer::new(signer, &env.node.rpc_url()).unwrap()
 }
 
-/// A fresh challenge: id, expiry, and the request JSON.
+/// A fresh challenge: id, expiry, and the challenge the client is shown.
 struct Challenge {
     id: String,
+    /// Millisecond precision, as the client reads it back from `expires`.
     expires: OffsetDateTime,
-    request: Value,
+    offered: mpp_core::Challenge,
 }
 
 impl Challenge {
     fn new(req: &TempoChargeRequest) -> Self {
         static N: AtomicU64 = AtomicU64::new(0);
+        let id = format!(
+            "chal-{}-{}",
+            N.fetch_add(1, Ordering::Relaxed),
+            OffsetDateTime::now_utc().unix_timestamp_nanos()
+        );
+        let expires = format_timestamp(OffsetDateTime::now_utc() + Duration::from_secs(300));
+        let offered = mpp_core::Challenge::builder(REALM, "tempo", "charge", req.to_json())
+            .unwrap()
+            .expires(expires.clone())
+            .with_id(id.clone());
         Self {
-            id: format!(
-                "chal-{}-{}",
-                N.fetch_add(1, Ordering::Relaxed),
-                OffsetDateTime::now_utc().unix_timestamp_nanos()
-            ),
-            expires: OffsetDateTime::now_utc() + Duration::from_secs(300),
-            request: req.to_json(),
+            id,
+            expires: parse_timestamp(&expires).unwrap(),
+            offered,
         }
     }
 
-    fn as_client(&self) -> ChargeChallenge<'_> {
-        ChargeChallenge {
-            id: &self.id,
-            realm: REALM,
-            request: &self.request,
-            expires: self.expires,
-        }
+    fn as_client(&self) -> &mpp_core::Challenge {
+        &self.offered
     }
 
     /// The same challenge, but the client is shown other terms (to build wrong payments).
-    fn client_view<'a>(&'a self, request: &'a Value) -> ChargeChallenge<'a> {
-        ChargeChallenge {
-            request,
-            ..self.as_client()
+    fn client_view(&self, request: &Value) -> mpp_core::Challenge {
+        mpp_core::Challenge {
+            request: EncodedJson::from_value(request.clone()).unwrap(),
+            ..self.offered.clone()
         }
+    }
+
+    /// What the server verifies against.
+    fn server_view(&self) -> ChallengeView<'_> {
+        ChallengeView::new(&self.id, REALM, self.expires)
     }
 }
 
@@ -110,17 +121,19 @@ async fn verify(
     req: &TempoChargeRequest,
     ch: &Challenge,
     cred: &PaymentCredential,
-) -> Result<ChargeReceipt, ChargeError> {
-    env.tempo
-        .verify_charge(
-            req,
-            &ch.id,
-            REALM,
-            ch.expires,
-            Some(&cred.source),
-            &cred.payload,
-        )
-        .await
+) -> Result<SettledCharge, ChargeError> {
+    verify_payload(env, req, ch, Some(&cred.source), &cred.payload).await
+}
+
+async fn verify_payload(
+    env: &Env,
+    req: &TempoChargeRequest,
+    ch: &Challenge,
+    source: Option<&str>,
+    payload: &Value,
+) -> Result<SettledCharge, ChargeError> {
+    let ctx = ChargeContext::new(req, ch.server_view(), OffsetDateTime::now_utc());
+    env.tempo.verify_charge(ctx, source, payload).await
 }
 
 async fn balance(env: &Env, token: Address, who: Address) -> U256 {
@@ -131,7 +144,7 @@ async fn balance(env: &Env, token: Address, who: Address) -> U256 {
         .unwrap()
 }
 
-fn assert_refused(result: Result<ChargeReceipt, ChargeError>, what: &str) -> ChargeError {
+fn assert_refused(result: Result<SettledCharge, ChargeError>, what: &str) -> ChargeError {
     match result {
         Ok(r) => panic!("{what}: accepted {r:?}"),
         Err(e) => {
@@ -179,16 +192,7 @@ async fn pull_payment_settles() {
     assert!(matches!(e, ChargeError::Replayed(_)));
     let as_push = serde_json::json!({"type": "hash", "hash": receipt.reference});
     let e = assert_refused(
-        env.tempo
-            .verify_charge(
-                &req,
-                &ch.id,
-                REALM,
-                ch.expires,
-                Some(&cred.source),
-                &as_push,
-            )
-            .await,
+        verify_payload(&env, &req, &ch, Some(&cred.source), &as_push).await,
         "pulled tx presented as push",
     );
     assert!(matches!(e, ChargeError::Replayed(_)));
@@ -217,9 +221,7 @@ async fn push_payment_settles_once() {
     assert!(matches!(e, ChargeError::Replayed(_)));
     // Without source, the sender is the receipt's `from`; still single use.
     let e = assert_refused(
-        env.tempo
-            .verify_charge(&req, &ch.id, REALM, ch.expires, None, &cred.payload)
-            .await,
+        verify_payload(&env, &req, &ch, None, &cred.payload).await,
         "replayed hash without source",
     );
     assert!(matches!(e, ChargeError::Replayed(_)));
@@ -319,7 +321,7 @@ async fn sponsored_envelope_is_refused_without_a_sponsor() {
     req.method_details.fee_payer = true;
     let view = req.to_json();
     let cred = payer(&env, 1)
-        .pull(ch.client_view(&view), &TxOptions::default())
+        .pull(&ch.client_view(&view), &TxOptions::default())
         .await
         .unwrap();
     req.method_details.fee_payer = false;
@@ -361,10 +363,7 @@ async fn proof_settles_once() {
         verify(&env, &priced, &ch3, &cred3).await,
         "proof for a price",
     );
-    let no_source = env
-        .tempo
-        .verify_charge(&req, &ch3.id, REALM, ch3.expires, None, &cred3.payload)
-        .await;
+    let no_source = verify_payload(&env, &req, &ch3, None, &cred3.payload).await;
     assert_refused(no_source, "proof without source");
 }
 
@@ -448,7 +447,7 @@ async fn wrong_payments_are_refused_before_broadcast() {
     for (what, client_terms, options) in cases {
         let ch = Challenge::new(&req);
         let view = client_terms.to_json();
-        let cred = client.pull(ch.client_view(&view), &options).await.unwrap();
+        let cred = client.pull(&ch.client_view(&view), &options).await.unwrap();
         let e = assert_refused(verify(&env, &req, &ch, &cred).await, what);
         assert!(
             matches!(e, ChargeError::VerificationFailed(_)),
@@ -516,7 +515,7 @@ async fn modes_not_offered_are_refused() {
     pull_view.method_details.supported_modes = None;
     let view = pull_view.to_json();
     let cred = payer(&env, 1)
-        .pull(ch.client_view(&view), &TxOptions::default())
+        .pull(&ch.client_view(&view), &TxOptions::default())
         .await
         .unwrap();
     assert_refused(
@@ -559,8 +558,10 @@ async fn fifty_concurrent_submissions_settle_once() {
             let (tempo, req, cred) = (env.tempo.clone(), req.clone(), cred.clone());
             let (id, expires) = (ch.id.clone(), ch.expires);
             tasks.spawn(async move {
+                let challenge = ChallengeView::new(&id, REALM, expires);
+                let ctx = ChargeContext::new(&req, challenge, OffsetDateTime::now_utc());
                 tempo
-                    .verify_charge(&req, &id, REALM, expires, Some(&cred.source), &cred.payload)
+                    .verify_charge(ctx, Some(&cred.source), &cred.payload)
                     .await
             });
         }
@@ -601,22 +602,20 @@ async fn reverted_and_unknown_transactions_are_refused() {
         ..Default::default()
     };
     let (hash, succeeded) = client
-        .send_payment(ch.client_view(&view), &options)
+        .send_payment(&ch.client_view(&view), &options)
         .await
         .unwrap();
     assert!(!succeeded, "the oversized transfer should revert");
     let payload = serde_json::json!({"type": "hash", "hash": hash.to_string()});
     let e = assert_refused(
-        env.tempo
-            .verify_charge(&req, &ch.id, REALM, ch.expires, None, &payload)
-            .await,
+        verify_payload(&env, &req, &ch, None, &payload).await,
         "reverted push",
     );
     assert!(e.to_string().contains("reverted"), "{e}");
 
     // The same reverting transfer as a pull: the simulation refuses it, nothing is claimed.
     let ch = Challenge::new(&req);
-    let cred = client.pull(ch.client_view(&view), &options).await.unwrap();
+    let cred = client.pull(&ch.client_view(&view), &options).await.unwrap();
     let mut big = req.clone();
     big.amount = too_much.amount;
     assert_refused(verify(&env, &big, &ch, &cred).await, "reverting pull");
@@ -631,9 +630,7 @@ async fn reverted_and_unknown_transactions_are_refused() {
     let ch = Challenge::new(&req);
     let payload = serde_json::json!({"type": "hash", "hash": B256::repeat_byte(0x5a).to_string()});
     assert_refused(
-        env.tempo
-            .verify_charge(&req, &ch.id, REALM, ch.expires, None, &payload)
-            .await,
+        verify_payload(&env, &req, &ch, None, &payload).await,
         "unknown hash",
     );
 }
@@ -685,11 +682,12 @@ async fn node_down_is_an_error_never_a_success() {
     );
 }
 
-/// The `mpp_core::Method` adapter: terms from a display price, then a full credential.
+/// The `mpp_core::Method` adapter: terms from a display price, then a full credential from
+/// the `mpp_core::Payer` client.
 #[tokio::test]
 async fn method_adapter_issues_terms_and_verifies() {
-    use mpp_core::method::{HttpRequestInfo, Method, PriceTerms, VerifyContext};
-    use mpp_core::{Challenge, ChallengeSecret, Credential, DecimalAmount, expiry};
+    use mpp_core::method::{Method, PriceTerms, VerifyContext};
+    use mpp_core::{Challenge, ChallengeSecret, DecimalAmount, Payer, expiry};
 
     let Some(env) = env().await else { return };
     let mut terms = PriceTerms::charge("0.01".parse::<DecimalAmount>().unwrap());
@@ -710,39 +708,28 @@ async fn method_adapter_issues_terms_and_verifies() {
         .unwrap()
         .expires(expiry::format_timestamp(expires))
         .sign(&secret);
-    let client_view = ChargeChallenge {
-        id: &challenge.id,
-        realm: REALM,
-        request: &request,
-        expires,
+    let client = payer(&env, 9);
+    assert!(client.supports(&challenge));
+    let elsewhere = Challenge {
+        method: "stripe".into(),
+        ..challenge.clone()
     };
-    let paid = payer(&env, 9).pay(client_view).await.unwrap();
-    let credential = Credential::new(challenge.clone(), paid.payload).with_source(paid.source);
-    let ctx = VerifyContext {
-        credential: &credential,
-        request: request.as_object().unwrap(),
-        realm: REALM,
-        expires,
-        now,
-        http: HttpRequestInfo {
-            method: "GET",
-            is_content_request: true,
-        },
-    };
+    assert!(!client.supports(&elsewhere));
+    assert!(client.pay(&elsewhere).await.is_err());
+    let credential = client.pay(&challenge).await.unwrap();
+    assert_eq!(credential.challenge, challenge);
+    assert_eq!(credential.payload["type"], "transaction");
+    let ctx = VerifyContext::new(&credential, REALM, expires, now);
     let verified = env.tempo.verify(ctx).await.unwrap();
     assert_eq!(verified.receipt.method, "tempo");
     assert_eq!(verified.receipt.external_id.as_deref(), Some("order-42"));
     assert_eq!(verified.amount, Some(10_000));
-    assert_eq!(
-        verified.payer.as_deref(),
-        Some(
-            format!(
-                "did:pkh:eip155:{ANVIL_CHAIN_ID}:{}",
-                DEV_ACCOUNTS[9].address
-            )
-            .as_str()
-        )
+    let payer_did = format!(
+        "did:pkh:eip155:{ANVIL_CHAIN_ID}:{}",
+        DEV_ACCOUNTS[9].address
     );
+    assert_eq!(verified.payer.as_deref(), Some(payer_did.as_str()));
+    assert_eq!(credential.source.as_deref(), Some(payer_did.as_str()));
     // Again: a payer fault mapped to verification-failed.
     match env.tempo.verify(ctx).await {
         Err(mpp_core::MethodError::Rejected { problem, .. }) => {
@@ -750,4 +737,72 @@ async fn method_adapter_issues_terms_and_verifies() {
         }
         other => panic!("replay through the adapter: {other:?}"),
     }
+}
+
+/// The method reads time from the verify context (the gate's one clock), never from the
+/// system clock: a later `now` expires a pull transaction, and replay keys expire relative
+/// to `now`.
+#[tokio::test]
+async fn verification_reads_time_from_the_context() {
+    use mpp_core::method::{Method, VerifyContext};
+    use mpp_core::{Credential, MethodError, ProblemType};
+
+    let Some(env) = env().await else { return };
+    let req = env.tempo.charge_request(PRICE);
+    let ch = Challenge::new(&req);
+    let paid = payer(&env, 2)
+        .pull(ch.as_client(), &TxOptions::default())
+        .await
+        .unwrap();
+    let credential = paid.clone().into_credential(ch.as_client());
+    let now = OffsetDateTime::now_utc();
+    // An hour later by the server's clock: validBefore (at most 25 s away) has passed, though
+    // the system clock says otherwise. Nothing is claimed or broadcast.
+    let later = VerifyContext::new(
+        &credential,
+        REALM,
+        ch.expires,
+        now + Duration::from_secs(3600),
+    );
+    match env.tempo.verify(later).await {
+        Err(MethodError::Rejected { problem, detail }) => {
+            assert_eq!(problem, ProblemType::VerificationFailed);
+            assert!(detail.contains("validBefore"), "{detail}");
+        }
+        other => panic!("a pull past validBefore by the context's clock: {other:?}"),
+    }
+    let verified = env
+        .tempo
+        .verify(VerifyContext::new(&credential, REALM, ch.expires, now))
+        .await
+        .unwrap();
+    assert_eq!(
+        Some(verified.receipt.reference),
+        paid.tx_hash.map(|h| format!("{h:#x}"))
+    );
+
+    // A proof verified "yesterday": its replay key expires ten years after that `now`.
+    let free = env.tempo.charge_request(0);
+    let ch = Challenge::new(&free);
+    let proof = payer(&env, 2).proof(ch.as_client()).unwrap();
+    let credential: Credential = proof.into_credential(ch.as_client());
+    let yesterday = now - Duration::from_secs(86_400);
+    env.tempo
+        .verify(VerifyContext::new(
+            &credential,
+            REALM,
+            ch.expires,
+            yesterday,
+        ))
+        .await
+        .unwrap();
+    let stored: i64 = sqlx::query_scalar("SELECT expires_at FROM replay_keys WHERE key = ?1")
+        .bind(format!("tempo:charge:proof:{}", ch.id))
+        .fetch_one(env.store.pool())
+        .await
+        .unwrap();
+    let ten_years = time::Duration::days(3650);
+    let nanos = (yesterday + ten_years).unix_timestamp_nanos();
+    let expected_ms = nanos / 1_000_000 + i128::from(nanos % 1_000_000 != 0);
+    assert_eq!(i128::from(stored), expected_ms);
 }

@@ -1,7 +1,8 @@
 //! Replay-store semantics against real databases: SQLite in a temp file and Postgres from
 //! `MPP_TEST_DATABASE_URL` (start one with `tools/postgres/start.sh`, then
 //! `source /tmp/mpp-postgres/env`). Without that variable the Postgres tests skip, or fail when
-//! `CI` is set. The in-process `MemoryStore` runs the same cases.
+//! `CI` is set. The in-process `MemoryStore` runs the same cases. The last section runs the
+//! stores' migrations next to an application's own (`tests/app_migrations/`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,8 +12,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use mpp_tempo::store::{Claim, MemoryStore, PgStore, ReplayStore, SqliteStore, StoreError};
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use mpp_tempo::store::{
+    Claim, MIGRATIONS_TABLE, MemoryStore, PgStore, ReplayStore, SqliteStore, StoreError,
+};
+use sqlx::AssertSqlSafe;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use time::OffsetDateTime;
 use time::macros::datetime;
 use tokio::net::{TcpListener, TcpStream};
@@ -635,4 +641,181 @@ async fn postgres_closed_pool_is_an_error() {
     store.close().await;
     assert!(store.claim(&unique("closed"), in_a_minute()).await.is_err());
     assert!(store.release("k").await.is_err());
+}
+
+// ---------------------------------------------------------------------------------------------
+// The stores' migrations next to an application's own
+
+/// An application's own migrations, tracked in sqlx's default `_sqlx_migrations`.
+static APP_SQLITE: Migrator = sqlx::migrate!("./tests/app_migrations/sqlite");
+static APP_POSTGRES: Migrator = sqlx::migrate!("./tests/app_migrations/postgres");
+
+/// What the application's migrator records, and what the store's records.
+const APP_HISTORY: (i64, &str) = (1, "app");
+const STORE_HISTORY: (i64, &str) = (1, "replay keys");
+
+fn history_sql(table: &str) -> AssertSqlSafe<String> {
+    AssertSqlSafe(format!(
+        "SELECT version, description FROM {table} ORDER BY version"
+    ))
+}
+
+async fn sqlite_history(pool: &SqlitePool, table: &str) -> Vec<(i64, String)> {
+    sqlx::query_as(history_sql(table))
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+async fn pg_history(pool: &PgPool, table: &str) -> Vec<(i64, String)> {
+    sqlx::query_as(history_sql(table))
+        .fetch_all(pool)
+        .await
+        .unwrap()
+}
+
+fn history(entry: (i64, &str)) -> Vec<(i64, String)> {
+    vec![(entry.0, entry.1.to_owned())]
+}
+
+#[tokio::test]
+async fn sqlite_migrations_live_beside_the_application_s() {
+    // The application migrates before the store on one database, after it on the other; then
+    // everyone migrates again (every restart does).
+    for app_first in [true, false] {
+        let (_dir, path) = sqlite_file().await;
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .connect_with(options)
+            .await
+            .unwrap();
+        if app_first {
+            APP_SQLITE.run(&pool).await.unwrap();
+        }
+        // Unmigrated, the store has no table to claim in.
+        let unmigrated = SqliteStore::new_unmigrated(pool.clone());
+        assert!(
+            unmigrated
+                .claim(&unique("early"), in_a_minute())
+                .await
+                .is_err()
+        );
+        unmigrated.migrate().await.unwrap();
+        APP_SQLITE.run(&pool).await.unwrap();
+        let store = SqliteStore::from_pool(pool.clone()).await.unwrap();
+        APP_SQLITE.run(&pool).await.unwrap();
+
+        assert_eq!(
+            sqlite_history(&pool, "_sqlx_migrations").await,
+            history(APP_HISTORY),
+            "app_first={app_first}"
+        );
+        assert_eq!(
+            sqlite_history(&pool, MIGRATIONS_TABLE).await,
+            history(STORE_HISTORY),
+            "app_first={app_first}"
+        );
+        sqlx::query("INSERT INTO app_orders (item) VALUES ('fortune')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.claim(&unique("beside"), in_a_minute()).await.unwrap(),
+            Claim::Claimed
+        );
+        pool.close().await;
+    }
+}
+
+#[tokio::test]
+async fn postgres_migrations_live_beside_the_application_s() {
+    let Some(url) = pg_url() else { return };
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&url)
+        .await
+        .unwrap();
+    for app_first in [true, false] {
+        // A fresh schema stands in for a fresh database: both migrators and both schemas land
+        // in it, away from the other tests' tables.
+        static N: AtomicU64 = AtomicU64::new(0);
+        let schema = format!(
+            "app_{}_{}_{}",
+            std::process::id(),
+            OffsetDateTime::now_utc().unix_timestamp(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+            .execute(&admin)
+            .await
+            .unwrap();
+        let options = PgConnectOptions::from_str(&url)
+            .unwrap()
+            .options([("search_path", schema.as_str())]);
+        let pool = PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(options)
+            .await
+            .unwrap();
+        if app_first {
+            APP_POSTGRES.run(&pool).await.unwrap();
+        }
+        let unmigrated = PgStore::new_unmigrated(pool.clone());
+        assert!(
+            unmigrated
+                .claim(&unique("early"), in_a_minute())
+                .await
+                .is_err()
+        );
+        unmigrated.migrate().await.unwrap();
+        APP_POSTGRES.run(&pool).await.unwrap();
+        let store = PgStore::from_pool(pool.clone()).await.unwrap();
+        APP_POSTGRES.run(&pool).await.unwrap();
+
+        assert_eq!(
+            pg_history(&pool, "_sqlx_migrations").await,
+            history(APP_HISTORY),
+            "app_first={app_first}"
+        );
+        assert_eq!(
+            pg_history(&pool, MIGRATIONS_TABLE).await,
+            history(STORE_HISTORY),
+            "app_first={app_first}"
+        );
+        // The tables are in the fresh schema, not shared with the other tests.
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = $1 ORDER BY table_name",
+        )
+        .bind(&schema)
+        .fetch_all(&admin)
+        .await
+        .unwrap();
+        assert_eq!(
+            tables,
+            [
+                MIGRATIONS_TABLE,
+                "_sqlx_migrations",
+                "app_orders",
+                "replay_keys"
+            ],
+            "app_first={app_first}"
+        );
+        sqlx::query("INSERT INTO app_orders (item) VALUES ('fortune')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.claim(&unique("beside"), in_a_minute()).await.unwrap(),
+            Claim::Claimed
+        );
+        pool.close().await;
+        sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
 }

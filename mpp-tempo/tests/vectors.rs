@@ -13,13 +13,11 @@ use alloy::primitives::{Address, B256, Bytes, TxKind, U256, address, keccak256};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use alloy::sol_types::{SolCall, SolEvent};
-use mpp_tempo::charge::envelope::FeePayerEnvelope;
-use mpp_tempo::charge::proof::{proof_digest, recover_proof_signer};
-use mpp_tempo::charge::transaction::{check_pull_calls, decode_pull};
 use mpp_tempo::charge::{
-    ChargeError, Sponsor, SponsorPolicy, TempoChargeRequest, attribution_memo,
-    is_bound_to_challenge,
+    ChargeError, FeePayerEnvelope, Sponsor, SponsorPolicy, TempoChargeRequest, attribution_memo,
+    check_pull_calls, decode_pull, is_bound_to_challenge, proof_digest, recover_proof_signer,
 };
+use mpp_tempo::{ChallengeView, PATH_USD};
 use serde_json::{Value, json};
 use tempo_alloy::contracts::precompiles::ITIP20;
 use tempo_primitives::transaction::{
@@ -143,8 +141,6 @@ fn abi_constants() {
     );
 }
 
-const PATH_USD: Address = address!("20c0000000000000000000000000000000000000");
-
 struct PolicyCase {
     tx: TempoTransaction,
     extra_call: bool,
@@ -211,9 +207,12 @@ fn run_case(case: PolicyCase, now: OffsetDateTime) -> Result<AASigned, ChargeErr
         "methodDetails": {"feePayer": true, "chainId": 42431}
     }))
     .unwrap();
-    check_pull_calls(&decoded, &req, "challenge-123", "api.example.com")?;
+    let expires = now + Duration::from_secs(300);
+    let challenge = ChallengeView::new("challenge-123", "api.example.com", expires);
+    let expected = req.expected_transfers().unwrap();
+    check_pull_calls(&decoded, &req, &expected, challenge)?;
     let sponsor = sponsor();
-    let fee_token = sponsor.check(&envelope, 42431, now, now + Duration::from_secs(300))?;
+    let fee_token = sponsor.check(&envelope, now, expires)?;
     sponsor.co_sign(&envelope, fee_token)
 }
 

@@ -1,10 +1,13 @@
-//! Support code for the end-to-end tests: the demo's paid API served in-process on loopback,
-//! backed by a real local Tempo node and a SQLite file.
+//! Support code for the end-to-end tests: a paid API served in-process on loopback (the
+//! `paid-api` example's `GET /fortune`, written again here so the tests stand apart from the
+//! examples), backed by a real local Tempo node and a SQLite file.
 
 // Test support: a failed setup step is a failed test.
 #![allow(clippy::expect_used)]
 
-use mpp_axum::Mpp;
+use axum::Router;
+use axum::routing::get;
+use mpp_axum::{Mpp, PaymentReceipt};
 use mpp_tempo::Tempo;
 use mpp_tempo::store::SqliteStore;
 use std::sync::Arc;
@@ -19,7 +22,8 @@ pub struct TestApi {
     _db: tempfile::TempDir,
 }
 
-/// Serves the examples' paid API (`GET /fortune` at 0.01 pathUSD) against `rpc_url`.
+/// Serves `GET /fortune` at 0.01 pathUSD (answering `{"tx": <receipt reference>}`) and a free
+/// `GET /health`, against `rpc_url`.
 pub async fn start_paid_api(rpc_url: &str) -> TestApi {
     let db = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(db.path().join("replay.db"))
@@ -35,7 +39,20 @@ pub async fn start_paid_api(rpc_url: &str) -> TestApi {
     let mpp = Mpp::new("e2e-interop-secret-0123456789abcdef")
         .expect("secret")
         .method(tempo);
-    let app = mpp_examples::paid_api(&mpp).expect("router");
+    let app = Router::new()
+        .route(
+            "/fortune",
+            get(|paid: PaymentReceipt| async move {
+                axum::Json(serde_json::json!({"tx": paid.reference()}))
+            })
+            .layer(
+                mpp.charge("0.01")
+                    .expect("price")
+                    .description("One fortune"),
+            ),
+        )
+        .route("/health", get(|| async { "ok" }))
+        .layer(mpp.layer());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -1,21 +1,27 @@
-//! Our client (`mpp-tempo`'s `client` feature) pays a server built with the official
+//! Our client (`mpp-reqwest` with `mpp-tempo`'s payer) pays a server built with the official
 //! TypeScript SDK (`mppx` 0.11.0), on a real local Tempo node, in pull and push modes.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use mpp_core::expiry::parse_timestamp;
-use mpp_core::{Challenge, Credential, Receipt};
+use mpp_core::{Challenge, Receipt};
 use mpp_e2e_tests::path_usd_balance;
-use mpp_examples::{pay_url, signer_from_hex};
-use mpp_tempo::client::{ChargeChallenge, TempoPayer, TxOptions};
+use mpp_reqwest::PaymentClient;
+use mpp_tempo::client::{TempoPayer, TxOptions};
 use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, mppx_interop_dir};
-use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 /// mppx-server.mjs's default recipient (dev account 2).
 const MPPX_RECIPIENT: &str = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC";
+
+fn signer(account: usize) -> alloy::signers::local::PrivateKeySigner {
+    DEV_ACCOUNTS[account]
+        .private_key
+        .trim_start_matches("0x")
+        .parse()
+        .unwrap()
+}
 
 struct MppxServer {
     child: Child,
@@ -59,17 +65,17 @@ async fn our_client_pays_an_mppx_server_in_pull_mode() {
     let Some(server) = start_mppx_server(&node.rpc_url()) else {
         return;
     };
-    let payer = TempoPayer::new(
-        signer_from_hex(DEV_ACCOUNTS[0].private_key).unwrap(),
-        &node.rpc_url(),
-    )
-    .unwrap();
+    let payer = TempoPayer::new(signer(0), &node.rpc_url()).unwrap();
     let before = path_usd_balance(&node.rpc_url(), MPPX_RECIPIENT).await;
-    let paid = pay_url(&reqwest::Client::new(), &server.url, &payer)
+    let paid = PaymentClient::new(reqwest::Client::new(), payer)
+        .get(&server.url)
         .await
         .unwrap();
-    assert_eq!(paid.status, 200, "{}", paid.body);
-    let receipt = paid.receipt.expect("mppx sends a receipt");
+    assert_eq!(paid.response.status(), 200);
+    let receipt = paid
+        .payment
+        .and_then(|p| p.receipt)
+        .expect("mppx sends a receipt");
     assert_eq!(
         (receipt.status.as_str(), receipt.method.as_str()),
         ("success", "tempo")
@@ -88,11 +94,7 @@ async fn our_client_pays_an_mppx_server_in_push_mode() {
     let Some(server) = start_mppx_server(&node.rpc_url()) else {
         return;
     };
-    let payer = TempoPayer::new(
-        signer_from_hex(DEV_ACCOUNTS[1].private_key).unwrap(),
-        &node.rpc_url(),
-    )
-    .unwrap();
+    let payer = TempoPayer::new(signer(1), &node.rpc_url()).unwrap();
     let http = reqwest::Client::new();
     let first = http.get(&server.url).send().await.unwrap();
     assert_eq!(first.status(), 402);
@@ -101,18 +103,11 @@ async fn our_client_pays_an_mppx_server_in_push_mode() {
         .unwrap()
         .to_owned();
     let challenge = Challenge::parse_all(&header).unwrap().remove(0);
-    let request = Value::Object(challenge.request.value().clone());
-    let expires = parse_timestamp(challenge.expires.as_deref().unwrap()).unwrap();
-    let ours = ChargeChallenge {
-        id: &challenge.id,
-        realm: &challenge.realm,
-        request: &request,
-        expires,
-    };
-    let pushed = payer.push(ours, &TxOptions::default()).await.unwrap();
+    let pushed = payer.push(&challenge, &TxOptions::default()).await.unwrap();
     assert_eq!(pushed.payload["type"], "hash");
-    let authorization = Credential::new(challenge, pushed.payload)
-        .with_source(pushed.source)
+    let authorization = pushed
+        .clone()
+        .into_credential(&challenge)
         .to_authorization();
     let paid = http
         .get(&server.url)

@@ -7,10 +7,12 @@
 
 use mpp_core::{MethodError, ProblemType};
 
+use crate::chain::ChainError;
 use crate::store::StoreError;
 
 /// A charge verification failure.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ChargeError {
     /// The `payload` JSON does not match the schema of its `type` (`invalid-payload`).
     #[error("invalid payload: {0}")]
@@ -74,6 +76,19 @@ impl ChargeError {
 
     pub(crate) fn failed(detail: impl Into<String>) -> Self {
         Self::VerificationFailed(detail.into())
+    }
+}
+
+impl From<ChainError> for ChargeError {
+    /// A refusal becomes a payer fault (the payer supplied the transaction); callers that know
+    /// more (a simulation, a broadcast) say so in their own message instead.
+    fn from(e: ChainError) -> Self {
+        match e {
+            ChainError::Unavailable(detail) => Self::NodeUnavailable(detail),
+            ChainError::Timeout(detail) => Self::Timeout(detail),
+            ChainError::Config(detail) => Self::Config(detail),
+            refused @ ChainError::Refused(_) => Self::failed(refused.to_string()),
+        }
     }
 }
 

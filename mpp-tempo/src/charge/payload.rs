@@ -4,7 +4,7 @@ use alloy::primitives::B256;
 use serde_json::Value;
 
 use super::ChargeError;
-use super::serde_hex::{parse_b256, parse_hex_bytes};
+use crate::hex::{parse_b256, parse_hex_bytes};
 
 /// Largest signed transaction accepted (the whole credential is capped at 16 KiB anyway).
 const MAX_TRANSACTION_BYTES: usize = 16 * 1024;

@@ -3,8 +3,9 @@
 
 use alloy::primitives::{Address, B256};
 use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
-use super::serde_hex;
+use crate::hex;
 
 /// Most splits a request may carry.
 pub const MAX_SPLITS: usize = 10;
@@ -14,13 +15,13 @@ pub const MAX_SPLITS: usize = 10;
 #[serde(rename_all = "camelCase")]
 pub struct TempoChargeRequest {
     /// Total amount in base units (the primary recipient gets `amount − Σ splits`).
-    #[serde(with = "serde_hex::amount")]
+    #[serde(with = "hex::amount")]
     pub amount: u128,
     /// The TIP-20 token contract.
-    #[serde(with = "serde_hex::address_lower")]
+    #[serde(with = "hex::address_lower")]
     pub currency: Address,
     /// The primary recipient.
-    #[serde(with = "serde_hex::address")]
+    #[serde(with = "hex::address")]
     pub recipient: Address,
     /// Display text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -44,7 +45,7 @@ pub struct MethodDetails {
     /// A server-chosen memo the primary transfer must carry (disables the attribution rule).
     #[serde(
         default,
-        with = "serde_hex::memo_opt",
+        with = "hex::memo_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub memo: Option<B256>,
@@ -65,15 +66,15 @@ fn is_false(b: &bool) -> bool {
 #[serde(rename_all = "camelCase")]
 pub struct Split {
     /// Base units for this recipient (> 0).
-    #[serde(with = "serde_hex::amount")]
+    #[serde(with = "hex::amount")]
     pub amount: u128,
     /// The split recipient.
-    #[serde(with = "serde_hex::address")]
+    #[serde(with = "hex::address")]
     pub recipient: Address,
     /// A memo the split transfer must carry.
     #[serde(
         default,
-        with = "serde_hex::memo_opt",
+        with = "hex::memo_opt",
         skip_serializing_if = "Option::is_none"
     )]
     pub memo: Option<B256>,
@@ -115,18 +116,31 @@ pub enum RequestError {
 }
 
 impl TempoChargeRequest {
-    /// Parses and validates a request object (e.g. the decoded echo of a challenge).
-    pub fn from_json(value: &serde_json::Value) -> Result<Self, RequestError> {
-        let request: Self = serde_json::from_value(value.clone())
-            .map_err(|e| RequestError::Malformed(e.to_string()))?;
+    /// Parses and validates a request object.
+    pub fn from_json(value: &Value) -> Result<Self, RequestError> {
+        let request = Self::deserialize(value).map_err(malformed)?;
         request.validate()?;
         Ok(request)
     }
 
+    /// Parses and validates the decoded `request` of a challenge
+    /// (`challenge.request.value()`), without copying it.
+    pub fn from_map(map: &Map<String, Value>) -> Result<Self, RequestError> {
+        let request = Self::parse_map(map)?;
+        request.validate()?;
+        Ok(request)
+    }
+
+    /// Parses without validating: for the server, whose verification validates once
+    /// ([`Self::expected_transfers`]).
+    pub(crate) fn parse_map(map: &Map<String, Value>) -> Result<Self, RequestError> {
+        Self::deserialize(map).map_err(malformed)
+    }
+
     /// The JSON object for a challenge.
-    pub fn to_json(&self) -> serde_json::Value {
+    pub fn to_json(&self) -> Value {
         // Serializing plain strings, integers and booleans cannot fail.
-        serde_json::to_value(self).unwrap_or(serde_json::Value::Null)
+        serde_json::to_value(self).unwrap_or(Value::Null)
     }
 
     /// Checks the split rules: 1..=10 entries, each > 0, and their sum strictly below
@@ -174,7 +188,8 @@ impl TempoChargeRequest {
     }
 
     /// The transfers that pay this request: the primary (`amount − Σ splits`, with the
-    /// request memo) and one per split. Validates the splits first.
+    /// request memo) and one per split. Validates the request first ([`Self::validate`]), so
+    /// a verifier that starts here validates exactly once.
     pub fn expected_transfers(&self) -> Result<Vec<ExpectedTransfer>, RequestError> {
         self.validate()?;
         let sum = self
@@ -201,6 +216,10 @@ impl TempoChargeRequest {
     pub fn total(&self) -> u128 {
         self.amount
     }
+}
+
+fn malformed(e: serde_json::Error) -> RequestError {
+    RequestError::Malformed(e.to_string())
 }
 
 #[cfg(test)]
@@ -294,5 +313,24 @@ mod tests {
         let r = TempoChargeRequest::from_json(&v).unwrap();
         assert!(r.allows(ChargeMode::Pull));
         assert!(!r.allows(ChargeMode::Push));
+    }
+
+    #[test]
+    fn from_map_parses_in_place_and_validates() {
+        let v = base();
+        let map = v.as_object().unwrap();
+        assert_eq!(
+            TempoChargeRequest::from_map(map).unwrap(),
+            TempoChargeRequest::from_json(&v).unwrap()
+        );
+        let mut bad = base();
+        bad["methodDetails"]["splits"] = json!([]);
+        let bad = bad.as_object().unwrap();
+        assert!(matches!(
+            TempoChargeRequest::from_map(bad),
+            Err(RequestError::Splits(_))
+        ));
+        // The server's parse leaves validation to verification.
+        assert!(TempoChargeRequest::parse_map(bad).is_ok());
     }
 }

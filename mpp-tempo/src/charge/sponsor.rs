@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use alloy::primitives::{Address, address};
+use alloy::primitives::Address;
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
 use tempo_primitives::transaction::{AASigned, TEMPO_EXPIRING_NONCE_KEY};
@@ -11,9 +11,7 @@ use time::OffsetDateTime;
 
 use super::ChargeError;
 use super::envelope::FeePayerEnvelope;
-
-/// pathUSD, the fee token a sponsor pays with unless told otherwise.
-pub const PATH_USD: Address = address!("20c0000000000000000000000000000000000000");
+use crate::tokens::PATH_USD;
 
 /// Limits a sponsored transaction must respect (defaults: the SDKs').
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,12 +72,14 @@ impl Sponsor {
         &self.policy
     }
 
-    /// Applies the policy to `envelope` (for a challenge on `chain_id` expiring at
-    /// `expires`), and returns the fee token to pay with.
+    /// Applies the policy to `envelope` (for a challenge expiring at `expires`), and returns
+    /// the fee token to pay with.
+    ///
+    /// What every pull transaction must meet, sponsored or not, is checked once by the charge
+    /// verifier before this runs, not here: the chain id, and `validBefore` later than `now`.
     pub fn check(
         &self,
         envelope: &FeePayerEnvelope,
-        chain_id: u64,
         now: OffsetDateTime,
         expires: OffsetDateTime,
     ) -> Result<Address, ChargeError> {
@@ -90,9 +90,6 @@ impl Sponsor {
                 "sponsor policy: {m}"
             )))
         };
-        if tx.chain_id != chain_id {
-            return refuse(format!("chain id {} is not {chain_id}", tx.chain_id));
-        }
         let fee_token = match tx.fee_token {
             None => p.default_fee_token,
             Some(t) if p.fee_tokens.contains(&t) => t,
@@ -104,12 +101,8 @@ impl Sponsor {
         let Some(valid_before) = tx.valid_before.map(|v| v.get()) else {
             return refuse("validBefore is required".into());
         };
-        let now_s = now.unix_timestamp();
         let valid_before = i64::try_from(valid_before).unwrap_or(i64::MAX);
-        if valid_before <= now_s {
-            return refuse("validBefore has passed".into());
-        }
-        if valid_before - now_s > secs(p.max_validity) {
+        if valid_before.saturating_sub(now.unix_timestamp()) > secs(p.max_validity) {
             return refuse("validity window too long".into());
         }
         if valid_before

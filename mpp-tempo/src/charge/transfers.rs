@@ -5,27 +5,21 @@ use alloy::primitives::{Address, B256, U256};
 
 use super::memo::is_bound_to_challenge;
 use super::request::ExpectedTransfer;
+use crate::challenge::ChallengeView;
 
 /// A TIP-20 transfer seen in a transaction's calls or in a receipt's logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ObservedTransfer {
+pub(crate) struct ObservedTransfer {
     /// The token contract.
-    pub token: Address,
+    pub(crate) token: Address,
     /// The sender, when known (logs); calls are sent by the transaction's sender.
-    pub from: Option<Address>,
+    pub(crate) from: Option<Address>,
     /// The recipient.
-    pub to: Address,
+    pub(crate) to: Address,
     /// Base units.
-    pub amount: U256,
+    pub(crate) amount: U256,
     /// The memo of a `transferWithMemo`.
-    pub memo: Option<B256>,
-}
-
-/// Who issued the challenge being paid: the attribution memo must name it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ChallengeBinding<'a> {
-    pub realm: &'a str,
-    pub challenge_id: &'a str,
+    pub(crate) memo: Option<B256>,
 }
 
 /// Why observed transfers do not pay a request.
@@ -59,17 +53,17 @@ impl std::fmt::Display for MatchFailure {
 /// Matches every expected transfer to a distinct observed one (same token, recipient, exact
 /// amount, memo rule), memo-carrying expectations first. When the request has no memo
 /// (`server_memo == false`), at least one matched transfer must carry a memo bound to
-/// `binding`. Returns the indexes of the matched observed transfers.
+/// `challenge`. Returns the indexes of the matched observed transfers.
 pub(crate) fn match_transfers(
     expected: &[ExpectedTransfer],
     observed: &[ObservedTransfer],
     currency: Address,
     server_memo: bool,
-    binding: ChallengeBinding<'_>,
+    challenge: ChallengeView<'_>,
 ) -> Result<Vec<usize>, MatchFailure> {
     let bound = |o: &ObservedTransfer| {
         o.memo
-            .is_some_and(|m| is_bound_to_challenge(&m, binding.realm, binding.challenge_id))
+            .is_some_and(|m| is_bound_to_challenge(&m, challenge.realm, challenge.id))
     };
     let mut order: Vec<&ExpectedTransfer> = expected.iter().collect();
     // Stable sort: expectations that demand a memo pick their transfer first, so a
@@ -117,12 +111,14 @@ mod tests {
     use super::*;
     use crate::charge::memo::attribution_memo;
     use alloy::primitives::address;
+    use time::OffsetDateTime;
 
     const TOKEN: Address = address!("20c0000000000000000000000000000000000000");
     const TO: Address = address!("4567890123456789012345678901234567890123");
-    const BIND: ChallengeBinding<'static> = ChallengeBinding {
+    const BIND: ChallengeView<'static> = ChallengeView {
+        id: "challenge-123",
         realm: "api.example.com",
-        challenge_id: "challenge-123",
+        expires: OffsetDateTime::UNIX_EPOCH,
     };
 
     fn seen(memo: Option<B256>) -> ObservedTransfer {

@@ -1,4 +1,4 @@
-//! Persistent state: replay keys (and, later, payment-channel rows).
+//! Persistent state: replay keys.
 //!
 //! Every backend implements [`ReplayStore`] with the same semantics: a claim is an atomic
 //! insert-if-absent, so of any number of concurrent claims of one key, across processes that
@@ -11,7 +11,10 @@
 //! - [`MemoryStore`]: in-process only, for layer tests and examples without a database.
 //!
 //! Both SQL backends run the same schema as sqlx migrations embedded from
-//! `mpp-tempo/migrations/{sqlite,postgres}` when they are opened.
+//! `mpp-tempo/migrations/{sqlite,postgres}` when they are opened, and track them in their own
+//! table, [`MIGRATIONS_TABLE`], not sqlx's default `_sqlx_migrations`: an application that
+//! runs its own `sqlx::migrate!()` on the same database keeps its own history, and neither
+//! migrator sees the other's versions as unknown.
 //!
 //! Expiry times are stored as unix milliseconds, rounded **up**, so a claim never ends earlier
 //! than asked. A key whose expiry is at or before "now" (the claiming process's clock) is free.
@@ -20,6 +23,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mpp_core::BoxFuture;
+use sqlx::migrate::Migrator;
 use time::OffsetDateTime;
 
 pub mod memory;
@@ -29,6 +33,15 @@ pub mod sqlite;
 pub use memory::MemoryStore;
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
+
+/// The table both SQL stores track their migrations in (instead of `_sqlx_migrations`).
+pub const MIGRATIONS_TABLE: &str = "_mpp_tempo_migrations";
+
+/// `migrator` tracked in [`MIGRATIONS_TABLE`].
+fn with_own_table(mut migrator: Migrator) -> Migrator {
+    migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
+    migrator
+}
 
 /// The result of [`ReplayStore::claim`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,6 +8,7 @@
 //! Queries are unchecked `sqlx::query` calls with binds; see the note in
 //! [`super::sqlite`] for why.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use mpp_core::BoxFuture;
@@ -17,13 +18,15 @@ use time::OffsetDateTime;
 
 use super::{
     Claim, DEFAULT_OPERATION_TIMEOUT, ReplayStore, StoreError, claim_from_rows, now_unix_ms,
-    unix_ms_ceil, with_deadline,
+    unix_ms_ceil, with_deadline, with_own_table,
 };
 
-/// The Postgres schema (`mpp-tempo/migrations/postgres`), run by [`PgStore::connect`].
+/// The Postgres schema (`mpp-tempo/migrations/postgres`), tracked in
+/// [`MIGRATIONS_TABLE`](super::MIGRATIONS_TABLE) and run by [`PgStore::migrate`].
 ///
 /// sqlx serializes concurrent runs with an advisory lock, so many instances may start at once.
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres");
+pub static MIGRATOR: LazyLock<Migrator> =
+    LazyLock::new(|| with_own_table(sqlx::migrate!("./migrations/postgres")));
 
 /// Connections per pool opened by [`PgStore::connect`].
 const MAX_CONNECTIONS: u32 = 10;
@@ -54,8 +57,7 @@ impl PgStore {
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect(url)
-            .await
-            .inspect_err(|error| tracing::warn!(%error, "cannot connect to Postgres"))?;
+            .await?;
         Self::from_pool(pool).await
     }
 
@@ -78,10 +80,7 @@ impl PgStore {
     /// Brings the schema up to date ([`MIGRATOR`]).
     pub async fn migrate(&self) -> Result<(), StoreError> {
         with_deadline(self.timeout, "Postgres migration", async {
-            MIGRATOR
-                .run(&self.pool)
-                .await
-                .inspect_err(|error| tracing::error!(%error, "Postgres migration failed"))?;
+            MIGRATOR.run(&self.pool).await?;
             Ok(())
         })
         .await
@@ -95,7 +94,7 @@ impl PgStore {
         self
     }
 
-    /// The underlying pool (for the channel tables and for inspection in tests).
+    /// The underlying pool (for inspection in tests and maintenance).
     pub fn pool(&self) -> &PgPool {
         &self.pool
     }
@@ -131,8 +130,7 @@ impl ReplayStore for PgStore {
                 .bind(unix_ms_ceil(expires_at))
                 .bind(now_unix_ms())
                 .execute(&self.pool)
-                .await
-                .inspect_err(|error| tracing::warn!(%error, key, "Postgres replay claim failed"))?;
+                .await?;
             let claim = claim_from_rows(done.rows_affected())?;
             tracing::debug!(key, ?claim, "Postgres replay claim");
             Ok(claim)
@@ -147,10 +145,7 @@ impl ReplayStore for PgStore {
                 sqlx::query(RELEASE_SQL)
                     .bind(key)
                     .execute(&self.pool)
-                    .await
-                    .inspect_err(
-                        |error| tracing::warn!(%error, key, "Postgres replay release failed"),
-                    )?;
+                    .await?;
                 tracing::debug!(key, "Postgres replay release");
                 Ok(())
             },

@@ -11,6 +11,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use mpp_core::BoxFuture;
@@ -22,11 +23,13 @@ use time::OffsetDateTime;
 
 use super::{
     Claim, DEFAULT_OPERATION_TIMEOUT, ReplayStore, StoreError, claim_from_rows, now_unix_ms,
-    unix_ms_ceil, with_deadline,
+    unix_ms_ceil, with_deadline, with_own_table,
 };
 
-/// The SQLite schema (`mpp-tempo/migrations/sqlite`), run by [`SqliteStore::open`].
-pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");
+/// The SQLite schema (`mpp-tempo/migrations/sqlite`), tracked in
+/// [`MIGRATIONS_TABLE`](super::MIGRATIONS_TABLE) and run by [`SqliteStore::migrate`].
+pub static MIGRATOR: LazyLock<Migrator> =
+    LazyLock::new(|| with_own_table(sqlx::migrate!("./migrations/sqlite")));
 
 /// How long a statement waits for another connection's write lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -92,11 +95,37 @@ impl SqliteStore {
     /// Configure the pool's connections with a busy timeout (as [`SqliteStore::open`] does),
     /// or concurrent claims fail with "database is locked" instead of waiting.
     pub async fn from_pool(pool: SqlitePool) -> Result<Self, StoreError> {
-        migrate(&pool).await?;
-        Ok(Self {
+        let store = Self::new_unmigrated(pool);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Wraps an existing pool without touching the schema (when migrations are run
+    /// elsewhere; see [`SqliteStore::migrate`]).
+    pub fn new_unmigrated(pool: SqlitePool) -> Self {
+        Self {
             pool,
             timeout: DEFAULT_OPERATION_TIMEOUT,
-        })
+        }
+    }
+
+    /// Brings the schema up to date ([`MIGRATOR`]), retrying a few times: SQLite migrations
+    /// take no lock, so two processes opening a fresh file at once can collide; the loser's
+    /// retry then finds them applied.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        const ATTEMPTS: u32 = 5;
+        let mut attempt = 1;
+        loop {
+            match MIGRATOR.run(&self.pool).await {
+                Ok(()) => return Ok(()),
+                Err(error) if attempt < ATTEMPTS => {
+                    tracing::debug!(%error, attempt, "SQLite migration failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     /// Sets how long one operation may take before it fails with a [`StoreError`]
@@ -106,7 +135,7 @@ impl SqliteStore {
         self
     }
 
-    /// The underlying pool (for the channel tables and for inspection in tests).
+    /// The underlying pool (for inspection in tests and maintenance).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -130,27 +159,6 @@ impl SqliteStore {
     }
 }
 
-/// Runs [`MIGRATOR`], retrying a few times: SQLite migrations take no lock, so two processes
-/// opening a fresh file at once can collide; the loser's retry then finds them applied.
-async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
-    const ATTEMPTS: u32 = 5;
-    let mut attempt = 1;
-    loop {
-        match MIGRATOR.run(pool).await {
-            Ok(()) => return Ok(()),
-            Err(error) if attempt < ATTEMPTS => {
-                tracing::warn!(%error, attempt, "SQLite migration failed; retrying");
-                tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
-                attempt += 1;
-            }
-            Err(error) => {
-                tracing::error!(%error, "SQLite migration failed");
-                return Err(error.into());
-            }
-        }
-    }
-}
-
 impl ReplayStore for SqliteStore {
     fn claim<'a>(
         &'a self,
@@ -163,8 +171,7 @@ impl ReplayStore for SqliteStore {
                 .bind(unix_ms_ceil(expires_at))
                 .bind(now_unix_ms())
                 .execute(&self.pool)
-                .await
-                .inspect_err(|error| tracing::warn!(%error, key, "SQLite replay claim failed"))?;
+                .await?;
             // 1: inserted, or took over an expired row; 0: a live claim exists.
             let claim = claim_from_rows(done.rows_affected())?;
             tracing::debug!(key, ?claim, "SQLite replay claim");
@@ -177,8 +184,7 @@ impl ReplayStore for SqliteStore {
             sqlx::query(RELEASE_SQL)
                 .bind(key)
                 .execute(&self.pool)
-                .await
-                .inspect_err(|error| tracing::warn!(%error, key, "SQLite replay release failed"))?;
+                .await?;
             tracing::debug!(key, "SQLite replay release");
             Ok(())
         }))

@@ -8,8 +8,8 @@
 
 mod support;
 
-use mpp_core::{Challenge, ProblemType, Receipt};
-use mpp_examples::{pay_challenge, pay_url, signer_from_hex};
+use mpp_core::{Challenge, Payer, ProblemType, Receipt};
+use mpp_reqwest::PaymentClient;
 use mpp_tempo::client::TempoPayer;
 use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, token_balance, tokens};
 use serde_json::Value;
@@ -32,11 +32,8 @@ async fn balance(rpc_url: &str, owner: &str) -> u128 {
 }
 
 fn payer(rpc_url: &str, account: usize) -> TempoPayer {
-    TempoPayer::new(
-        signer_from_hex(DEV_ACCOUNTS[account].private_key).unwrap(),
-        rpc_url,
-    )
-    .unwrap()
+    let key = DEV_ACCOUNTS[account].private_key.trim_start_matches("0x");
+    TempoPayer::new(key.parse().unwrap(), rpc_url).unwrap()
 }
 
 /// A paid `Authorization` value for a fresh challenge of `url` (not yet sent).
@@ -48,7 +45,7 @@ async fn credential_for(url: &str, payer: &TempoPayer) -> String {
         .unwrap()
         .to_owned();
     let challenge = Challenge::parse_all(&header).unwrap().remove(0);
-    pay_challenge(&challenge, payer).await.unwrap()
+    payer.pay(&challenge).await.unwrap().to_authorization()
 }
 
 async fn problem_type(response: reqwest::Response) -> String {
@@ -66,18 +63,22 @@ async fn our_client_pays_paid_api_and_tokens_move() {
 
     let before = balance(&node.rpc_url(), RECIPIENT).await;
     let started = Instant::now();
-    let paid = pay_url(&reqwest::Client::new(), &url, &payer(&node.rpc_url(), 0))
-        .await
-        .unwrap();
+    let client = PaymentClient::new(reqwest::Client::new(), payer(&node.rpc_url(), 0));
+    let paid = client.get(&url).await.unwrap();
     eprintln!("one pull payment through paid-api: {:?}", started.elapsed());
-    assert_eq!(paid.status, 200, "{}", paid.body);
-    let receipt = paid.receipt.expect("Payment-Receipt");
+    let status = paid.response.status();
+    let receipt = paid
+        .payment
+        .and_then(|p| p.receipt)
+        .expect("Payment-Receipt");
+    let body = paid.response.text().await.unwrap();
+    assert_eq!(status, 200, "{body}");
     assert_eq!(
         (receipt.status.as_str(), receipt.method.as_str()),
         ("success", "tempo")
     );
     assert!(receipt.reference.starts_with("0x") && receipt.reference.len() == 66);
-    let body: Value = serde_json::from_str(&paid.body).unwrap();
+    let body: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(body["tx"], receipt.reference.as_str());
     assert_eq!(balance(&node.rpc_url(), RECIPIENT).await, before + 10_000);
 }

@@ -1,6 +1,6 @@
-//! Strict serde adapters for the wire forms of the charge request: amounts as decimal digit
-//! strings, addresses as `0x` + 40 hex digits (any case in, EIP-55 checksum out), and 32-byte
-//! memos as `0x` + 64 hex digits.
+//! Strict hex and decimal parsing for the wire forms every Tempo intent uses, and serde adapters
+//! built on it: amounts as decimal digit strings, addresses as `0x` + 40 hex digits (any case
+//! in, EIP-55 checksum out), 32-byte values as `0x` + 64 hex digits, and `0x`-hex byte strings.
 
 use alloy::primitives::{Address, B256};
 use serde::{Deserialize, Deserializer, Serializer, de::Error as _};

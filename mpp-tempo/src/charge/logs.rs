@@ -8,7 +8,9 @@ use tempo_alloy::contracts::precompiles::ITIP20;
 use super::transfers::ObservedTransfer;
 
 /// The transfers the logs record, each `transferWithMemo` pair counted once (with its memo).
-pub fn transfers_from_logs<'a>(logs: impl IntoIterator<Item = &'a Log>) -> Vec<ObservedTransfer> {
+pub(crate) fn transfers_from_logs<'a>(
+    logs: impl IntoIterator<Item = &'a Log>,
+) -> Vec<ObservedTransfer> {
     let mut out: Vec<ObservedTransfer> = Vec::new();
     // Whether the last entry of `out` is a plain Transfer that the next TransferWithMemo may
     // complete.

@@ -11,8 +11,9 @@ use tempo_primitives::transaction::{AASigned, Call, TEMPO_TX_TYPE_ID, TempoTrans
 
 use super::ChargeError;
 use super::envelope::{FEE_PAYER_ENVELOPE_TYPE, FeePayerEnvelope};
-use super::request::TempoChargeRequest;
-use super::transfers::{ChallengeBinding, ObservedTransfer, match_transfers};
+use super::request::{ExpectedTransfer, TempoChargeRequest};
+use super::transfers::{ObservedTransfer, match_transfers};
+use crate::challenge::ChallengeView;
 
 /// A decoded pull transaction.
 #[derive(Debug, Clone)]
@@ -88,17 +89,17 @@ pub fn decode_pull(raw: &[u8]) -> Result<DecodedPull, ChargeError> {
 
 /// The payment a transaction's calls make.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CallTransfers {
+pub(crate) struct CallTransfers {
     /// One entry per transfer call, in call order.
-    pub transfers: Vec<ObservedTransfer>,
+    pub(crate) transfers: Vec<ObservedTransfer>,
     /// Whether the calls start with an `approve` + `swapExactAmountOut` auto-swap prefix.
-    pub swap_prefix: bool,
+    pub(crate) swap_prefix: bool,
 }
 
 /// Reads the calls: an optional DEX auto-swap prefix, then only `transfer`/`transferWithMemo`
 /// calls on `currency`. Any other call is refused: a payer must not make the server broadcast
 /// (or sponsor) arbitrary calls. `expected_total` is the amount the swap must produce.
-pub fn read_calls(
+pub(crate) fn read_calls(
     calls: &[Call],
     currency: Address,
     expected_total: u128,
@@ -201,19 +202,17 @@ fn check_swap_prefix(
     Ok(())
 }
 
-/// The call checks of charge.md §6a.3-4 on a decoded pull transaction, for challenge
-/// `challenge_id` of `realm`: allowed calls only, every expected transfer matched (exactly as
-/// many transfers as expected when sponsored), and the attribution memo when the request has
-/// no memo. Pure: no node, no store.
+/// The call checks of charge.md §6a.3-4 on a decoded pull transaction for `challenge`:
+/// allowed calls only, every transfer of `expected` (the request's
+/// [`TempoChargeRequest::expected_transfers`]) matched (exactly as many transfers as expected
+/// when sponsored), and the attribution memo when the request has no memo. Pure: no node, no
+/// store.
 pub fn check_pull_calls(
     decoded: &DecodedPull,
     req: &TempoChargeRequest,
-    challenge_id: &str,
-    realm: &str,
+    expected: &[ExpectedTransfer],
+    challenge: ChallengeView<'_>,
 ) -> Result<(), ChargeError> {
-    let expected = req
-        .expected_transfers()
-        .map_err(|e| ChargeError::InvalidRequest(e.to_string()))?;
     let calls = read_calls(&decoded.fields().calls, req.currency, req.amount)?;
     if matches!(decoded.tx, PullTransaction::Sponsored(_))
         && calls.transfers.len() != expected.len()
@@ -223,14 +222,11 @@ pub fn check_pull_calls(
         ));
     }
     match_transfers(
-        &expected,
+        expected,
         &calls.transfers,
         req.currency,
         req.method_details.memo.is_some(),
-        ChallengeBinding {
-            realm,
-            challenge_id,
-        },
+        challenge,
     )
     .map_err(|e| ChargeError::VerificationFailed(e.to_string()))?;
     Ok(())

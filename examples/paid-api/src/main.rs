@@ -1,0 +1,50 @@
+//! A paid API on the embedded defaults: `GET /fortune` costs 0.01 pathUSD on Tempo, paid
+//! per request; `GET /health` is free.
+//!
+//! Run with `scripts/demo.sh` (starts a local Tempo node, this server, and pays), or against
+//! a node you run yourself:
+//!
+//! ```text
+//! TEMPO_RPC_URL=http://127.0.0.1:8545 cargo run -p mpp-example-paid-api
+//! ```
+//!
+//! Each feature adds its routes in a module of its own: `fortune` (one-time charges).
+//! `settings` reads the environment.
+
+mod fortune;
+mod settings;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::routing::get;
+use mpp_axum::Mpp;
+use settings::Settings;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let settings = Settings::from_env()?;
+    let tempo = settings.tempo().await?;
+    tracing::info!(chain_id = tempo.chain_id(), recipient = %tempo.recipient(), "tempo method ready");
+
+    let mpp = Mpp::new(&settings.secret)?.method(tempo);
+    let app = app(&mpp)?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port))
+        .await
+        .context("bind")?;
+    tracing::info!("paid-api listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+/// Every feature's routes, the free ones, and the payment configuration around them.
+fn app(mpp: &Mpp) -> Result<Router, mpp_axum::ConfigError> {
+    Ok(Router::new()
+        .merge(fortune::routes(mpp)?)
+        .route("/health", get(|| async { "ok" }))
+        .layer(mpp.layer()))
+}

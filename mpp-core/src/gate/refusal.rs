@@ -1,0 +1,217 @@
+//! [`Refusal`]: every way a paid request can be turned away, as one neutral value that each
+//! transport renders once (an HTTP problem response, a JSON-RPC error).
+
+use crate::challenge::Challenge;
+use crate::method::MethodError;
+use crate::problem::{Problem, ProblemType};
+use std::fmt;
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalReason {
+    /// The payer's side: no credential, a bad one, or a payment that does not pay. Answered
+    /// with the problem's status (402, 400, 410) and, for 402/410, fresh challenges.
+    Problem(ProblemType),
+    /// Payment infrastructure (node, database) is down or slow: 503, nothing was charged, the
+    /// payer may retry.
+    Unavailable,
+    /// The server's own configuration cannot serve the request: 500.
+    Misconfigured,
+}
+
+/// The public text of a 503: never the internal cause, which may name a node URL with its API
+/// key or a database.
+const UNAVAILABLE_DETAIL: &str =
+    "Payment could not be verified right now; nothing was charged. Retry later.";
+const MISCONFIGURED_DETAIL: &str = "The server's payment configuration cannot serve this request.";
+
+/// A refused request: reason, public detail, and the fresh challenges to send with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refusal {
+    reason: RefusalReason,
+    detail: String,
+    challenges: Vec<Challenge>,
+}
+
+impl Refusal {
+    /// A payer-side refusal of type `problem` with fresh `challenges` (ignored for problem
+    /// types that carry none).
+    pub fn problem(
+        problem: ProblemType,
+        detail: impl Into<String>,
+        challenges: Vec<Challenge>,
+    ) -> Self {
+        let challenges = if problem.carries_challenge() {
+            challenges
+        } else {
+            Vec::new()
+        };
+        Self {
+            reason: RefusalReason::Problem(problem),
+            detail: detail.into(),
+            challenges,
+        }
+    }
+
+    /// Infrastructure down (503). The cause is for the log, not for the client.
+    pub fn unavailable() -> Self {
+        Self {
+            reason: RefusalReason::Unavailable,
+            detail: UNAVAILABLE_DETAIL.to_owned(),
+            challenges: Vec::new(),
+        }
+    }
+
+    /// The server's configuration cannot serve the request (500).
+    pub fn misconfigured() -> Self {
+        Self {
+            reason: RefusalReason::Misconfigured,
+            detail: MISCONFIGURED_DETAIL.to_owned(),
+            challenges: Vec::new(),
+        }
+    }
+
+    /// The one translation of a method's error into a refusal.
+    pub(crate) fn from_method_error(error: &MethodError, challenges: Vec<Challenge>) -> Self {
+        match error {
+            MethodError::Rejected { problem, detail } => {
+                Self::problem(*problem, detail.clone(), challenges)
+            }
+            MethodError::Unavailable(_) => Self::unavailable(),
+            MethodError::Config(_) => Self::misconfigured(),
+        }
+    }
+
+    /// Why.
+    pub fn reason(&self) -> RefusalReason {
+        self.reason
+    }
+
+    /// The problem type, for payer-side refusals.
+    pub fn problem_type(&self) -> Option<ProblemType> {
+        match self.reason {
+            RefusalReason::Problem(p) => Some(p),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status (also sent as `httpStatus` over MCP).
+    pub fn status(&self) -> u16 {
+        match self.reason {
+            RefusalReason::Problem(p) => p.status(),
+            RefusalReason::Unavailable => 503,
+            RefusalReason::Misconfigured => 500,
+        }
+    }
+
+    /// What the client is told.
+    pub fn detail(&self) -> &str {
+        &self.detail
+    }
+
+    /// The fresh challenges to send (in the client's preferred order).
+    pub fn challenges(&self) -> &[Challenge] {
+        &self.challenges
+    }
+
+    /// Seconds after which a retry makes sense, for refusals that are worth retrying as they
+    /// are (503).
+    pub fn retry_after(&self) -> Option<u32> {
+        matches!(self.reason, RefusalReason::Unavailable).then_some(1)
+    }
+
+    /// The RFC 9457 problem body, with the id of the first fresh challenge.
+    pub fn to_problem(&self) -> Problem {
+        let mut problem = match self.reason {
+            RefusalReason::Problem(p) => Problem::new(p, self.detail.as_str()),
+            RefusalReason::Unavailable => {
+                plain_problem(503, "Service Unavailable", self.detail.as_str())
+            }
+            RefusalReason::Misconfigured => {
+                plain_problem(500, "Payment Misconfigured", self.detail.as_str())
+            }
+        };
+        if let Some(first) = self.challenges.first() {
+            problem = problem.with_challenge_id(first.id.as_str());
+        }
+        problem
+    }
+}
+
+fn plain_problem(status: u16, title: &str, detail: &str) -> Problem {
+    Problem {
+        type_uri: "about:blank".into(),
+        title: title.into(),
+        status,
+        detail: Some(detail.into()),
+        challenge_id: None,
+        hint: None,
+    }
+}
+
+/// A client-controlled string made safe for a log line: control characters escaped, cut to
+/// [`Loggable::MAX`] characters.
+pub(crate) struct Loggable<'a>(pub(crate) &'a str);
+
+impl Loggable<'_> {
+    const MAX: usize = 120;
+}
+
+impl fmt::Display for Loggable<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, c) in self.0.chars().enumerate() {
+            if i == Self::MAX {
+                return f.write_str("…");
+            }
+            if c.is_control() {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                fmt::Write::write_char(f, c)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loggable_escapes_and_truncates() {
+        assert_eq!(Loggable("a\nb\u{1b}[31m").to_string(), "a\\nb\\u{1b}[31m");
+        let long = "x".repeat(500);
+        let shown = Loggable(&long).to_string();
+        assert_eq!(shown.chars().count(), Loggable::MAX + 1);
+        assert!(shown.ends_with('…'));
+    }
+
+    #[test]
+    fn infrastructure_detail_never_reaches_the_client() {
+        let error = MethodError::unavailable("http://user:key@node.internal:8545 refused");
+        let refusal = Refusal::from_method_error(&error, Vec::new());
+        assert_eq!(refusal.status(), 503);
+        assert!(!refusal.to_problem().to_json().contains("node.internal"));
+        let error = MethodError::config("postgres://db.internal failed");
+        let refusal = Refusal::from_method_error(&error, Vec::new());
+        assert_eq!(refusal.status(), 500);
+        assert!(!refusal.to_problem().to_json().contains("db.internal"));
+    }
+
+    #[test]
+    fn challenges_only_where_the_problem_carries_them() {
+        let c = Challenge::builder_encoded(
+            "r",
+            "m",
+            "charge",
+            crate::EncodedJson::from_value(serde_json::json!({}))
+                .unwrap_or_else(|_| unreachable!()),
+        )
+        .with_id("id1");
+        let r = Refusal::problem(ProblemType::BadRequest, "bad", vec![c.clone()]);
+        assert!(r.challenges().is_empty());
+        let r = Refusal::problem(ProblemType::VerificationFailed, "no", vec![c]);
+        assert_eq!(r.to_problem().challenge_id.as_deref(), Some("id1"));
+    }
+}

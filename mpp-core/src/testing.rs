@@ -1,0 +1,146 @@
+//! Test support (feature `testing`): [`TestMethod`], an in-process payment method for layer
+//! and transport tests, benchmarks and doc examples. It moves no money; the real methods are
+//! tested against their real networks.
+
+use crate::method::{Method, MethodError, PriceTerms, Verified, VerifyContext};
+use crate::{BoxFuture, Receipt, expiry::format_timestamp};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// An in-process method whose credentials say what should happen:
+///
+/// | payload | outcome |
+/// |---|---|
+/// | `{"pay": "<ref>"}` | paid, receipt reference `<ref>`; each ref is accepted once |
+/// | `{"pay": "<ref>", "manage": true}` | paid, answered `204` without the handler |
+/// | `{"fail": "<why>"}` | `verification-failed` |
+/// | `{"down": true}` | infrastructure unavailable (503) |
+/// | anything else | `invalid-payload` |
+///
+/// [`TestMethod::accept_any`] accepts every payload, repeatedly (for benchmarks).
+#[derive(Debug)]
+pub struct TestMethod {
+    name: &'static str,
+    intents: &'static [&'static str],
+    accept_any: bool,
+    used: Mutex<HashSet<String>>,
+    verifications: AtomicUsize,
+}
+
+impl TestMethod {
+    /// A method called `name` that serves the `charge` intent.
+    pub fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            intents: &["charge"],
+            accept_any: false,
+            used: Mutex::new(HashSet::new()),
+            verifications: AtomicUsize::new(0),
+        }
+    }
+
+    /// Serves these intents instead.
+    #[must_use]
+    pub fn intents(mut self, intents: &'static [&'static str]) -> Self {
+        self.intents = intents;
+        self
+    }
+
+    /// Accepts every payload, any number of times.
+    #[must_use]
+    pub fn accept_any(mut self) -> Self {
+        self.accept_any = true;
+        self
+    }
+
+    /// How many credentials reached [`Method::verify`].
+    pub fn verifications(&self) -> usize {
+        self.verifications.load(Ordering::SeqCst)
+    }
+
+    fn settle(&self, ctx: &VerifyContext<'_>) -> Result<Verified, MethodError> {
+        let payload = &ctx.credential.payload;
+        let amount = ctx
+            .request
+            .get("amount")
+            .and_then(Value::as_str)
+            .and_then(|a| a.parse::<u128>().ok());
+        let receipt =
+            |reference: &str| Receipt::success(self.name, reference, format_timestamp(ctx.now));
+        if self.accept_any {
+            let mut verified = Verified::serve(receipt("0xtest")).with_payer("did:test:payer");
+            verified.amount = amount;
+            return Ok(verified);
+        }
+        if payload["down"] == true {
+            return Err(MethodError::unavailable("test node down"));
+        }
+        if let Some(reason) = payload["fail"].as_str() {
+            return Err(MethodError::verification_failed(reason));
+        }
+        let Some(reference) = payload["pay"].as_str() else {
+            return Err(MethodError::invalid_payload("missing `pay`"));
+        };
+        let fresh = self
+            .used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(reference.to_owned());
+        if !fresh {
+            return Err(MethodError::verification_failed("already used"));
+        }
+        let mut verified = if payload["manage"] == true {
+            Verified::respond(204, receipt(reference))
+        } else {
+            Verified::serve(receipt(reference))
+        };
+        verified.payer = Some("did:test:payer".into());
+        verified.amount = amount;
+        Ok(verified)
+    }
+}
+
+impl Method for TestMethod {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn supports_intent(&self, intent: &str) -> bool {
+        self.intents.contains(&intent)
+    }
+
+    /// Tempo-shaped terms (6 decimals), so sizes are realistic. A currency must look like a
+    /// token address (`0x...`), so configuration errors can be tested.
+    fn request(&self, terms: &PriceTerms) -> Result<Value, MethodError> {
+        if let Some(currency) = &terms.currency
+            && !currency.starts_with("0x")
+        {
+            return Err(MethodError::config(format!(
+                "`{currency}` is not a token address"
+            )));
+        }
+        let mut request = json!({
+            "amount": terms.amount.to_base_units(6)?.to_string(),
+            "currency": terms.currency.as_deref().unwrap_or("0x20c0000000000000000000000000000000000000"),
+            "recipient": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            "methodDetails": {"chainId": 31337},
+        });
+        if let Some(unit) = &terms.unit_type {
+            request["unitType"] = Value::from(unit.as_str());
+        }
+        if let Some(id) = &terms.external_id {
+            request["externalId"] = Value::from(id.as_str());
+        }
+        Ok(request)
+    }
+
+    fn verify<'a>(
+        &'a self,
+        ctx: VerifyContext<'a>,
+    ) -> BoxFuture<'a, Result<Verified, MethodError>> {
+        self.verifications.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async move { self.settle(&ctx) })
+    }
+}

@@ -1,0 +1,250 @@
+//! The payment gate without any transport: what a Lightning-like method that prepares every
+//! challenge, a session-like method that accepts expired challenges, and a method with its own
+//! problem type can rely on; and the refusal values transports render.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use mpp_core::expiry::{FixedClock, format_timestamp, parse_timestamp};
+use mpp_core::gate::{PaymentGate, PricedTerms, RefusalReason, RequestContext};
+use mpp_core::method::{PrepareContext, PreparedChallenge};
+use mpp_core::problem::CustomProblem;
+use mpp_core::testing::TestMethod;
+use mpp_core::{
+    BoxFuture, Challenge, Credential, EncodedJson, Method, MethodError, PriceTerms, ProblemType,
+    Receipt, Verified, VerifyContext,
+};
+use serde_json::{Value, json};
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use time::macros::datetime;
+
+const SECRET: &str = "gate-test-secret-0123456789abcdef-xyz";
+
+/// Drives a future whose awaits are all ready (the methods here do no I/O).
+fn block_on<F: Future>(f: F) -> F::Output {
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    let mut f = std::pin::pin!(f);
+    loop {
+        if let std::task::Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+}
+
+fn price(amount: &str) -> PricedTerms {
+    PricedTerms::new(PriceTerms::charge(amount.parse().unwrap()))
+}
+
+static INVOICE_EXPIRED: CustomProblem = CustomProblem {
+    uri: "https://example.com/problems/invoice-expired",
+    title: "Invoice Expired",
+    status: 402,
+};
+
+/// Creates an "invoice" for every challenge (living 60 s), like a Lightning method would,
+/// accepts credentials of expired challenges when the payload says `"voucher"` (as sessions
+/// do for vouchers), and refuses `"stale"` payloads with its own problem type.
+#[derive(Default)]
+struct Invoicing {
+    invoices: AtomicUsize,
+}
+
+impl Method for Invoicing {
+    fn name(&self) -> &str {
+        "invoice"
+    }
+    fn supports_intent(&self, intent: &str) -> bool {
+        intent == "charge"
+    }
+    fn request(&self, terms: &PriceTerms) -> Result<Value, MethodError> {
+        Ok(json!({"amount": terms.amount.to_base_units(3)?.to_string(), "currency": "msat"}))
+    }
+    fn prepare_challenge<'a>(
+        &'a self,
+        ctx: PrepareContext<'a>,
+    ) -> Option<BoxFuture<'a, Result<PreparedChallenge, MethodError>>> {
+        Some(Box::pin(async move {
+            let n = self.invoices.fetch_add(1, Ordering::SeqCst);
+            if ctx.offered.value()["amount"] == "666" {
+                return Err(MethodError::unavailable("lightning node down"));
+            }
+            let mut request = ctx.offered.value().clone();
+            request.insert("invoice".into(), Value::from(format!("lnbc-{n}")));
+            Ok(PreparedChallenge {
+                request: EncodedJson::from_map(request).unwrap(),
+                expires: Some(ctx.now + time::Duration::seconds(60)),
+            })
+        }))
+    }
+    fn accepts_expired(&self, credential: &Credential) -> bool {
+        credential.payload["kind"] == "voucher"
+    }
+    fn verify<'a>(
+        &'a self,
+        ctx: VerifyContext<'a>,
+    ) -> BoxFuture<'a, Result<Verified, MethodError>> {
+        Box::pin(async move {
+            if ctx.credential.payload["kind"] == "stale" {
+                return Err(MethodError::rejected(
+                    ProblemType::Custom(&INVOICE_EXPIRED),
+                    "that invoice is gone",
+                ));
+            }
+            let invoice = ctx.request["invoice"].as_str().unwrap_or("?");
+            Ok(Verified::serve(Receipt::success(
+                "invoice",
+                invoice,
+                format_timestamp(ctx.now),
+            )))
+        })
+    }
+}
+
+fn gate_at(now: time::OffsetDateTime, method: impl Method) -> PaymentGate {
+    PaymentGate::new(SECRET)
+        .unwrap()
+        .clock(FixedClock::new(now))
+        .method(method)
+}
+
+#[test]
+fn a_method_prepares_each_challenge_and_may_shorten_it() {
+    let now = datetime!(2026-03-01 10:00:00 UTC);
+    let gate = gate_at(now, Invoicing::default());
+    let offers = price("0.5").offers(&gate).unwrap();
+    let cx = RequestContext::new("api.example.com", gate.now());
+    let first = block_on(gate.challenges(&offers, &cx)).unwrap();
+    let second = block_on(gate.challenges(&offers, &cx)).unwrap();
+    assert_eq!(first[0].request.value()["invoice"], "lnbc-0");
+    assert_eq!(second[0].request.value()["invoice"], "lnbc-1");
+    assert_ne!(first[0].id, second[0].id);
+    // The invoice lives 60 s, the challenge would live 300 s: the shorter wins.
+    assert_eq!(
+        parse_timestamp(first[0].expires.as_deref().unwrap()).unwrap(),
+        now + Duration::from_secs(60)
+    );
+    // A prepared challenge comes back and pays (pinning compares the route's fields).
+    let credential = Credential::new(first[0].clone(), json!({"kind": "pay"}));
+    let admitted = block_on(gate.admit(&offers, Some(Ok(credential)), &cx)).unwrap();
+    assert_eq!(admitted.verified.receipt.reference, "lnbc-0");
+}
+
+#[test]
+fn a_failed_preparation_is_503_not_a_challenge_without_terms() {
+    let gate = gate_at(datetime!(2026-03-01 10:00:00 UTC), Invoicing::default());
+    let offers = price("0.666").offers(&gate).unwrap();
+    let cx = RequestContext::new("api.example.com", gate.now());
+    let refusal = block_on(gate.admit(&offers, None, &cx)).unwrap_err();
+    assert_eq!(refusal.reason(), RefusalReason::Unavailable);
+    assert_eq!(refusal.status(), 503);
+    assert_eq!(refusal.retry_after(), Some(1));
+    assert!(refusal.challenges().is_empty());
+    assert!(!refusal.detail().contains("lightning"));
+}
+
+#[test]
+fn expired_challenges_pass_only_where_the_method_accepts_them() {
+    let issued_at = datetime!(2026-03-01 10:00:00 UTC);
+    let gate = gate_at(issued_at, Invoicing::default());
+    let offers = price("0.5").offers(&gate).unwrap();
+    let cx = RequestContext::new("api.example.com", gate.now());
+    let challenge = block_on(gate.challenges(&offers, &cx)).unwrap().remove(0);
+
+    // Same secret and methods, ten minutes later.
+    let later = gate
+        .clone()
+        .clock(FixedClock::new(issued_at + Duration::from_secs(600)));
+    let offers = price("0.5").offers(&later).unwrap();
+    let cx = RequestContext::new("api.example.com", later.now());
+    let pay = Credential::new(challenge.clone(), json!({"kind": "pay"}));
+    let refusal = block_on(later.admit(&offers, Some(Ok(pay)), &cx)).unwrap_err();
+    assert_eq!(refusal.problem_type(), Some(ProblemType::PaymentExpired));
+    let voucher = Credential::new(challenge, json!({"kind": "voucher"}));
+    assert!(block_on(later.admit(&offers, Some(Ok(voucher)), &cx)).is_ok());
+}
+
+#[test]
+fn a_method_can_refuse_with_its_own_problem_type() {
+    let gate = gate_at(datetime!(2026-03-01 10:00:00 UTC), Invoicing::default());
+    let offers = price("0.5").offers(&gate).unwrap();
+    let cx = RequestContext::new("api.example.com", gate.now());
+    let challenge = block_on(gate.challenges(&offers, &cx)).unwrap().remove(0);
+    let stale = Credential::new(challenge, json!({"kind": "stale"}));
+    let refusal = block_on(gate.admit(&offers, Some(Ok(stale)), &cx)).unwrap_err();
+    let problem = refusal.to_problem();
+    assert_eq!(problem.type_uri, INVOICE_EXPIRED.uri);
+    assert_eq!(problem.title, "Invoice Expired");
+    assert_eq!(refusal.status(), 402);
+    // A fresh (freshly prepared) challenge comes with it, and the problem names it.
+    assert_eq!(refusal.challenges().len(), 1);
+    assert_eq!(
+        problem.challenge_id.as_deref(),
+        Some(refusal.challenges()[0].id.as_str())
+    );
+}
+
+#[test]
+fn scope_and_realm_are_the_transports_and_bind_the_challenge() {
+    let gate = PaymentGate::new(SECRET)
+        .unwrap()
+        .method(TestMethod::new("test"));
+    let offers = price("0.01").offers(&gate).unwrap();
+    let search = EncodedJson::from_value(json!({"tool": "search"})).unwrap();
+    let fetch = EncodedJson::from_value(json!({"tool": "fetch"})).unwrap();
+    let cx = RequestContext::new("mcp.example.com", gate.now()).scope(&search);
+    let challenge = block_on(gate.challenges(&offers, &cx)).unwrap().remove(0);
+    assert_eq!(challenge.opaque.as_ref(), Some(&search));
+
+    let other_tool = RequestContext::new("mcp.example.com", gate.now()).scope(&fetch);
+    let credential = Credential::new(challenge.clone(), json!({"pay": "s1"}));
+    let refusal = block_on(gate.admit(&offers, Some(Ok(credential)), &other_tool)).unwrap_err();
+    assert_eq!(refusal.problem_type(), Some(ProblemType::InvalidChallenge));
+
+    let other_realm = RequestContext::new("evil.example.com", gate.now()).scope(&search);
+    let credential = Credential::new(challenge.clone(), json!({"pay": "s2"}));
+    let refusal = block_on(gate.admit(&offers, Some(Ok(credential)), &other_realm)).unwrap_err();
+    assert_eq!(refusal.problem_type(), Some(ProblemType::InvalidChallenge));
+
+    let credential = Credential::new(challenge, json!({"pay": "s3"}));
+    let admitted = block_on(gate.admit(&offers, Some(Ok(credential)), &cx)).unwrap();
+    assert_eq!(admitted.credential.challenge.method, "test");
+}
+
+#[test]
+fn offers_are_built_once_per_gate_and_checked() {
+    let gate = PaymentGate::new(SECRET)
+        .unwrap()
+        .method(TestMethod::new("test"));
+    let priced = price("0.01");
+    let a = priced.offers(&gate).unwrap();
+    let b = priced.offers(&gate).unwrap();
+    assert!(std::ptr::eq(&a[0], &b[0]), "the cached offers are shared");
+    // A changed gate (another method) gets its own offers.
+    let two = gate.clone().method(TestMethod::new("second"));
+    assert_eq!(priced.offers(&two).unwrap().len(), 2);
+    // Terms no method can express are a configuration error.
+    assert!(price("0.0000001").offers(&gate).is_err());
+    let mut session = PriceTerms::session("0.001".parse().unwrap());
+    session.unit_type = Some("token".into());
+    assert!(gate.offers(&session).is_err(), "no method serves sessions");
+}
+
+#[test]
+fn challenges_follow_accept_payment() {
+    let gate = PaymentGate::new(SECRET)
+        .unwrap()
+        .method(TestMethod::new("alpha"))
+        .method(TestMethod::new("beta"));
+    let offers = price("0.01").offers(&gate).unwrap();
+    let accept = "beta/charge, alpha/*;q=0.5".parse().unwrap();
+    let cx = RequestContext::new("api", gate.now()).accept(Some(&accept));
+    let names: Vec<String> = block_on(gate.challenges(&offers, &cx))
+        .unwrap()
+        .into_iter()
+        .map(|c: Challenge| c.method)
+        .collect();
+    assert_eq!(names, ["beta", "alpha"]);
+}
