@@ -187,7 +187,7 @@ impl<S> Layer<S> for ChargeLayer {
         }
         Charge {
             inner,
-            route: self.route.clone(),
+            route: Arc::new(self.route.clone()),
         }
     }
 }
@@ -198,7 +198,8 @@ impl<S> Layer<S> for ChargeLayer {
 #[derive(Debug, Clone)]
 pub struct Charge<S> {
     inner: S,
-    route: PaidRoute,
+    /// One shared allocation: a request clones one `Arc`, not the route's parts.
+    route: Arc<PaidRoute>,
 }
 
 impl<S> Charge<S> {
@@ -252,7 +253,7 @@ where
 
 async fn serve<S, ReqBody, ResBody>(
     mut inner: S,
-    route: PaidRoute,
+    route: Arc<PaidRoute>,
     req: Request<ReqBody>,
 ) -> Result<Response<PaymentBody<ResBody>>, S::Error>
 where

@@ -93,7 +93,7 @@ impl PaidRoute {
         let gate = mpp.gate();
         let realm = match gate.configured_realm() {
             Some(realm) => Cow::Borrowed(realm),
-            None => Cow::Owned(request_host(&parts)),
+            None => request_host(&parts),
         };
         let scope = self.scope(&parts);
         let accept = accept_payment(&parts);
@@ -206,8 +206,9 @@ fn accept_payment(parts: &Parts) -> Option<AcceptPayment> {
         .and_then(|v| v.parse().ok())
 }
 
-/// The realm when none is configured: the request's host name, without the port.
-fn request_host(parts: &Parts) -> String {
+/// The realm when none is configured: the request's host name, without the port, lowercase
+/// (borrowed from the request when it already is).
+fn request_host(parts: &Parts) -> Cow<'_, str> {
     let host = parts
         .headers
         .get(http::header::HOST)
@@ -219,7 +220,11 @@ fn request_host(parts: &Parts) -> String {
     } else {
         host.rsplit_once(':').map_or(host, |(h, _)| h)
     };
-    without_port.to_ascii_lowercase()
+    if without_port.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(without_port.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(without_port)
+    }
 }
 
 #[cfg(test)]

@@ -14,15 +14,16 @@ use mpp_core::{Problem, Receipt};
 /// A refusal as an HTTP response: the problem body, one `WWW-Authenticate` line per fresh
 /// challenge, `Cache-Control: no-store`, and `Retry-After` where a retry makes sense.
 pub(crate) fn refusal_response(refusal: &Refusal) -> Response<Full<Bytes>> {
-    let mut response = problem_response(&refusal.to_problem());
+    let mut response = json_problem(refusal.status(), refusal.problem_json());
     let headers = response.headers_mut();
     for challenge in refusal.challenges() {
         // Offers refuse descriptions with control characters, so this cannot fail for a
-        // challenge the gate issued; a header is never half-written either way.
+        // challenge the gate issued; a header is never half-written either way. The value's
+        // string becomes the header's bytes without a copy.
         match challenge
             .to_header_value()
             .ok()
-            .and_then(|v| HeaderValue::from_str(&v).ok())
+            .and_then(|v| HeaderValue::from_maybe_shared(Bytes::from(v)).ok())
         {
             Some(value) => {
                 headers.append(WWW_AUTHENTICATE, value);
@@ -57,9 +58,15 @@ pub(crate) fn plain_problem(
 }
 
 fn problem_response(problem: &Problem) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(problem.to_json())));
+    json_problem(problem.status, problem.to_json())
+}
+
+fn json_problem(status: u16, json: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(json)));
+    // Room for what a refusal adds (type, cache, retry, a few challenges): no rehash.
+    *response.headers_mut() = HeaderMap::with_capacity(8);
     *response.status_mut() =
-        StatusCode::from_u16(problem.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_CONTENT_TYPE));

@@ -65,7 +65,20 @@ impl Challenge {
         if self.id.is_empty() {
             return Err(ChallengeFormatError::EmptyId);
         }
-        let mut out = String::with_capacity(96 + self.request.wire().len());
+        // Sized once: every value plus the names, quotes and separators of all ten params.
+        let values = [
+            Some(self.id.len()),
+            Some(self.realm.len()),
+            Some(self.method.len()),
+            Some(self.intent.len()),
+            Some(self.request.wire().len()),
+            self.expires.as_ref().map(String::len),
+            self.description.as_ref().map(String::len),
+            self.digest.as_ref().map(String::len),
+            self.opaque.as_ref().map(|o| o.wire().len()),
+            self.header.as_ref().map(String::len),
+        ];
+        let mut out = String::with_capacity(128 + values.iter().flatten().sum::<usize>());
         out.push_str("Payment ");
         let params: [(&'static str, Option<&str>); 10] = [
             ("id", Some(&self.id)),
@@ -141,6 +154,15 @@ fn write_quoted(
     name: &'static str,
     value: &str,
 ) -> Result<(), ChallengeFormatError> {
+    // Fast path (ids, base64url, timestamps, host names): nothing to escape. A fold without
+    // early exit, so the check runs over whole words.
+    let plain = value.bytes().fold(true, |plain, b| {
+        plain & (b' '..=b'~').contains(&b) & (b != b'"') & (b != b'\\')
+    });
+    if plain {
+        out.push_str(value);
+        return Ok(());
+    }
     for c in value.chars() {
         match c {
             '"' => out.push_str("\\\""),

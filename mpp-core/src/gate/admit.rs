@@ -11,6 +11,7 @@ use crate::encoded_json::EncodedJson;
 use crate::expiry::{format_timestamp, parse_timestamp};
 use crate::method::{MethodError, PrepareContext, Verified, VerifyContext};
 use crate::problem::ProblemType;
+use std::borrow::Cow;
 use time::OffsetDateTime;
 
 /// What the transport knows about one request: the realm, the scope challenges are bound to
@@ -179,9 +180,13 @@ impl PaymentGate {
             }
             Some(Err(error)) => {
                 tracing::info!(problem = "malformed-credential", reason = %error, "payment refused");
-                let detail = error.to_string();
                 return Err(self
-                    .refuse(offers, cx, ProblemType::MalformedCredential, &detail)
+                    .refuse(
+                        offers,
+                        cx,
+                        ProblemType::MalformedCredential,
+                        error.to_string(),
+                    )
                     .await);
             }
             Some(Ok(credential)) => credential,
@@ -235,7 +240,7 @@ impl PaymentGate {
         offers: &[Offer],
         cx: &RequestContext<'_>,
         problem: ProblemType,
-        detail: &str,
+        detail: impl Into<Cow<'static, str>>,
     ) -> Refusal {
         let challenges = if problem.carries_challenge() {
             match self.challenges(offers, cx).await {

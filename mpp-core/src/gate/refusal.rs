@@ -3,7 +3,9 @@
 
 use crate::challenge::Challenge;
 use crate::method::MethodError;
-use crate::problem::{Problem, ProblemType};
+use crate::problem::{PROBLEM_BASE_URI, Problem, ProblemType};
+use serde::Serialize;
+use std::borrow::Cow;
 use std::fmt;
 
 /// Why a request was refused.
@@ -30,7 +32,7 @@ const MISCONFIGURED_DETAIL: &str = "The server's payment configuration cannot se
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refusal {
     reason: RefusalReason,
-    detail: String,
+    detail: Cow<'static, str>,
     challenges: Vec<Challenge>,
 }
 
@@ -39,7 +41,7 @@ impl Refusal {
     /// types that carry none).
     pub fn problem(
         problem: ProblemType,
-        detail: impl Into<String>,
+        detail: impl Into<Cow<'static, str>>,
         challenges: Vec<Challenge>,
     ) -> Self {
         let challenges = if problem.carries_challenge() {
@@ -58,7 +60,7 @@ impl Refusal {
     pub fn unavailable() -> Self {
         Self {
             reason: RefusalReason::Unavailable,
-            detail: UNAVAILABLE_DETAIL.to_owned(),
+            detail: Cow::Borrowed(UNAVAILABLE_DETAIL),
             challenges: Vec::new(),
         }
     }
@@ -67,7 +69,7 @@ impl Refusal {
     pub fn misconfigured() -> Self {
         Self {
             reason: RefusalReason::Misconfigured,
-            detail: MISCONFIGURED_DETAIL.to_owned(),
+            detail: Cow::Borrowed(MISCONFIGURED_DETAIL),
             challenges: Vec::new(),
         }
     }
@@ -121,32 +123,81 @@ impl Refusal {
         matches!(self.reason, RefusalReason::Unavailable).then_some(1)
     }
 
-    /// The RFC 9457 problem body, with the id of the first fresh challenge.
+    /// The RFC 9457 problem, with the id of the first fresh challenge.
     pub fn to_problem(&self) -> Problem {
-        let mut problem = match self.reason {
-            RefusalReason::Problem(p) => Problem::new(p, self.detail.as_str()),
-            RefusalReason::Unavailable => {
-                plain_problem(503, "Service Unavailable", self.detail.as_str())
-            }
-            RefusalReason::Misconfigured => {
-                plain_problem(500, "Payment Misconfigured", self.detail.as_str())
-            }
-        };
-        if let Some(first) = self.challenges.first() {
-            problem = problem.with_challenge_id(first.id.as_str());
+        let body = self.body();
+        Problem {
+            type_uri: body.type_uri.to_string(),
+            title: body.title.to_owned(),
+            status: body.status,
+            detail: Some(body.detail.to_owned()),
+            challenge_id: body.challenge_id.map(str::to_owned),
+            hint: None,
         }
-        problem
+    }
+
+    /// The problem as JSON (what [`Refusal::to_problem`] serializes to), written in one
+    /// pass: this is the body of every 402.
+    pub fn problem_json(&self) -> String {
+        // Strings, integers and a `Display` URI always serialize. Sized for a typical body so
+        // the buffer is not regrown.
+        let mut json = Vec::with_capacity(192 + self.detail.len());
+        if serde_json::to_writer(&mut json, &self.body()).is_err() {
+            return String::new();
+        }
+        String::from_utf8(json).unwrap_or_default()
+    }
+
+    fn body(&self) -> ProblemBody<'_> {
+        let (type_uri, title) = match self.reason {
+            RefusalReason::Problem(p) => (TypeUri::Problem(p), p.title()),
+            RefusalReason::Unavailable => (TypeUri::Blank, "Service Unavailable"),
+            RefusalReason::Misconfigured => (TypeUri::Blank, "Payment Misconfigured"),
+        };
+        ProblemBody {
+            type_uri,
+            title,
+            status: self.status(),
+            detail: &self.detail,
+            challenge_id: self.challenges.first().map(|c| c.id.as_str()),
+        }
     }
 }
 
-fn plain_problem(status: u16, title: &str, detail: &str) -> Problem {
-    Problem {
-        type_uri: "about:blank".into(),
-        title: title.into(),
-        status,
-        detail: Some(detail.into()),
-        challenge_id: None,
-        hint: None,
+/// The problem body, borrowed; fields in the order [`Problem`] serializes them.
+#[derive(Serialize)]
+struct ProblemBody<'a> {
+    #[serde(rename = "type")]
+    type_uri: TypeUri,
+    title: &'a str,
+    status: u16,
+    detail: &'a str,
+    #[serde(rename = "challengeId", skip_serializing_if = "Option::is_none")]
+    challenge_id: Option<&'a str>,
+}
+
+/// A problem type URI, written without building it first.
+enum TypeUri {
+    Problem(ProblemType),
+    Blank,
+}
+
+impl fmt::Display for TypeUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Problem(ProblemType::Custom(custom)) => f.write_str(custom.uri),
+            Self::Problem(p) => {
+                f.write_str(PROBLEM_BASE_URI)?;
+                f.write_str(p.code())
+            }
+            Self::Blank => f.write_str("about:blank"),
+        }
+    }
+}
+
+impl Serialize for TypeUri {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
     }
 }
 
@@ -213,5 +264,9 @@ mod tests {
         assert!(r.challenges().is_empty());
         let r = Refusal::problem(ProblemType::VerificationFailed, "no", vec![c]);
         assert_eq!(r.to_problem().challenge_id.as_deref(), Some("id1"));
+        // The one-pass JSON is the problem's own serialization.
+        for r in [r, Refusal::unavailable(), Refusal::misconfigured()] {
+            assert_eq!(r.problem_json(), r.to_problem().to_json());
+        }
     }
 }
