@@ -40,7 +40,7 @@ cargo build -q -p mpp-example-paid-api -p mpp-example-pay
 api_port="${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
 export PORT="$api_port" DATABASE_URL="${DATABASE_URL:-sqlite://$work/mpp-demo.db}"
 say "Starting paid-api on http://127.0.0.1:$api_port (GET /fortune costs 0.01 pathUSD)"
-RUST_LOG="${RUST_LOG:-info}" target/debug/paid-api > "$work/paid-api.log" 2>&1 &
+MPP_DEMO=1 RUST_LOG="${RUST_LOG:-info}" target/debug/paid-api > "$work/paid-api.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 200); do
     curl -sf "http://127.0.0.1:$api_port/health" >/dev/null 2>&1 && break

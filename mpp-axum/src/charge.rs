@@ -8,7 +8,7 @@
 use crate::body::PaymentBody;
 use crate::config::{ConfigError, Mpp};
 use crate::future::ResponseFuture;
-use crate::gate::{BoxError, Paid, PaidRoute};
+use crate::gate::{BoxError, CredentialHeader, Paid, PaidRoute, request_path};
 use crate::pricing::{Price, PriceError, PriceOptions};
 use crate::receipt::PaymentReceipt;
 use crate::response::{attach_receipt, refusal_response};
@@ -48,9 +48,47 @@ pub fn try_charge(price: &str) -> Result<ChargeLayer, ConfigError> {
     Ok(ChargeLayer::new(Price::fixed("charge", price)?))
 }
 
-/// A charge whose price is computed from each request (e.g. from a query parameter). A
-/// refusal of the price function is answered with `400`. Options set on the layer fill what
-/// the returned terms leave unset.
+/// A charge whose price is computed from each request (e.g. from a query parameter). Options
+/// set on the layer fill what the returned terms leave unset.
+///
+/// The price function sees the request's head. A [`PriceError`] it returns is answered with
+/// `400` and its text; so is an amount no configured method can express (e.g. more decimals
+/// than the currency has, from a client-chosen quantity): the client chose it. Everything
+/// else about the terms is the server's to get right, and [`Mpp::charge_with`] checks it at
+/// start-up.
+///
+/// Compute amounts with [`DecimalAmount`](crate::DecimalAmount) arithmetic, which is exact:
+///
+/// ```
+/// use axum::{Router, extract::Query, routing::get};
+/// use mpp_axum::{DecimalAmount, Mpp, PaymentReceipt, PriceError, PriceTerms};
+/// # use mpp_core::testing::TestMethod;
+///
+/// #[derive(serde::Deserialize)]
+/// struct Size {
+///     kb: u64,
+/// }
+///
+/// /// 0.001 per kilobyte asked for.
+/// fn price_by_size(parts: &http::request::Parts) -> Result<PriceTerms, PriceError> {
+///     let Query(size) = Query::<Size>::try_from_uri(&parts.uri).map_err(PriceError::new)?;
+///     let per_kb = DecimalAmount::from_base_units(1, 3);
+///     let amount = per_kb
+///         .checked_mul(size.kb)
+///         .ok_or_else(|| PriceError::new("`kb` is too large"))?;
+///     Ok(PriceTerms::charge(amount))
+/// }
+///
+/// async fn blob(paid: PaymentReceipt) -> String {
+///     format!("paid {}", paid.amount_display().unwrap_or_default())
+/// }
+///
+/// # fn main() -> Result<(), mpp_axum::ConfigError> {
+/// # let mpp = Mpp::new("0123456789abcdef0123456789abcdef")?.method(TestMethod::new("test"));
+/// let app: Router = Router::new()
+///     .route("/blob", get(blob).layer(mpp.charge_with(price_by_size)?.description("A blob")));
+/// # Ok(()) }
+/// ```
 pub fn charge_with<F>(price: F) -> ChargeLayer
 where
     F: Fn(&http::request::Parts) -> Result<PriceTerms, PriceError> + Send + Sync + 'static,
@@ -91,8 +129,9 @@ impl Mpp {
     }
 
     /// A [`charge_with`] bound to this configuration and checked now with a probe price of 1
-    /// (methods, intent, currency, description); each request's amount is checked when it is
-    /// computed.
+    /// (methods, intent, currency, description): terms the methods cannot offer are an error
+    /// here. Each request's amount is checked when it is computed (`400` if no method can
+    /// express it). See [`charge_with`] for an example.
     pub fn charge_with<F>(&self, price: F) -> Result<ChargeLayer, ConfigError>
     where
         F: Fn(&http::request::Parts) -> Result<PriceTerms, PriceError> + Send + Sync + 'static,
@@ -166,6 +205,15 @@ impl ChargeLayer {
     /// cannot be replayed with another body. Bodies over `limit` bytes get `413`.
     pub fn bind_body(mut self, limit: usize) -> Self {
         self.route.body_limit = Some(limit);
+        self
+    }
+
+    /// Where this route reads the credential; default: the configuration's
+    /// ([`Mpp::credential_header`]), itself `Authorization` by default. With
+    /// [`CredentialHeader::PaymentAuthorization`] the route's `Authorization` stays the
+    /// application's (e.g. a `Bearer` token checked by an outer layer).
+    pub fn credential_header(mut self, header: CredentialHeader) -> Self {
+        self.route.credential_header = Some(header);
         self
     }
 
@@ -243,8 +291,9 @@ where
         let clone = self.inner.clone();
         let inner = std::mem::replace(&mut self.inner, clone);
         let route = self.route.clone();
-        let span =
-            tracing::debug_span!("mpp.charge", method = %req.method(), path = %req.uri().path());
+        // The path the client sent, also under `nest`.
+        let path = request_path(req.uri(), req.extensions());
+        let span = tracing::debug_span!("mpp.charge", method = %req.method(), path = %path);
         ResponseFuture {
             inner: Box::pin(serve(inner, route, req).instrument(span)),
         }

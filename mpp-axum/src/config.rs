@@ -1,6 +1,7 @@
 //! [`Mpp`]: the server's payment configuration (secret, realm, methods, expiry), and the
 //! outer layer that makes it available to the route layers below it.
 
+use crate::gate::CredentialHeader;
 use mpp_core::binding::SecretTooShort;
 use mpp_core::expiry::Clock;
 use mpp_core::gate::OfferError;
@@ -16,8 +17,14 @@ use tower_service::Service;
 #[non_exhaustive]
 pub enum ConfigError {
     /// The challenge secret is shorter than 32 bytes.
-    #[error(transparent)]
+    #[error("{0}; make one with `openssl rand -base64 32`")]
     Secret(#[from] SecretTooShort),
+    /// [`Mpp::from_env`] found no secret.
+    #[error(
+        "{0} is not set: it holds the HMAC secret that binds challenges (at least 32 bytes, the \
+         same on every instance); make one with `openssl rand -base64 32`"
+    )]
+    MissingSecret(&'static str),
     /// A price literal that is not a non-negative decimal.
     #[error("invalid price `{literal}`: {reason}")]
     Price {
@@ -44,6 +51,8 @@ pub enum ConfigError {
 #[must_use]
 pub struct Mpp {
     gate: Arc<PaymentGate>,
+    /// Where routes read credentials unless they say otherwise.
+    credential_header: CredentialHeader,
 }
 
 impl Mpp {
@@ -53,10 +62,35 @@ impl Mpp {
         Ok(Self::from_gate(PaymentGate::new(secret)?))
     }
 
+    /// A configuration from the environment: the secret from `MPP_SECRET_KEY` (required, at
+    /// least 32 bytes) and, when set, the realm from `MPP_REALM` (otherwise each request's
+    /// host name). The errors say how to make a secret.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), mpp_axum::ConfigError> {
+    /// // MPP_SECRET_KEY unset: "MPP_SECRET_KEY is not set: ... make one with
+    /// // `openssl rand -base64 32`"
+    /// let mpp = mpp_axum::Mpp::from_env()?;
+    /// # let _ = mpp; Ok(()) }
+    /// ```
+    pub fn from_env() -> Result<Self, ConfigError> {
+        const SECRET: &str = "MPP_SECRET_KEY";
+        let secret = std::env::var(SECRET)
+            .ok()
+            .filter(|s| !s.is_empty())
+            .ok_or(ConfigError::MissingSecret(SECRET))?;
+        let mpp = Self::new(secret)?;
+        Ok(match std::env::var("MPP_REALM") {
+            Ok(realm) if !realm.is_empty() => mpp.realm(realm),
+            _ => mpp,
+        })
+    }
+
     /// Wraps a gate configured elsewhere (e.g. shared with an MCP server).
     pub fn from_gate(gate: PaymentGate) -> Self {
         Self {
             gate: Arc::new(gate),
+            credential_header: CredentialHeader::default(),
         }
     }
 
@@ -85,7 +119,10 @@ impl Mpp {
     /// Also accepts challenges made with an older secret (rotation).
     pub fn previous_secret(self, secret: impl AsRef<[u8]>) -> Result<Self, ConfigError> {
         let gate = Arc::unwrap_or_clone(self.gate).previous_secret(secret)?;
-        Ok(Self::from_gate(gate))
+        Ok(Self {
+            gate: Arc::new(gate),
+            ..self
+        })
     }
 
     /// How long a challenge stays valid. Default 5 minutes.
@@ -96,6 +133,19 @@ impl Mpp {
     /// The clock used for expiry, by the gate and every method (tests inject one).
     pub fn clock(self, clock: impl Clock) -> Self {
         self.update(|g| g.clock(clock))
+    }
+
+    /// Where paid routes read the credential, unless a route sets its own
+    /// ([`ChargeLayer::credential_header`](crate::ChargeLayer::credential_header)). Default:
+    /// [`CredentialHeader::Authorization`]. Routes bound before this call keep what they had.
+    pub fn credential_header(mut self, header: CredentialHeader) -> Self {
+        self.credential_header = header;
+        self
+    }
+
+    /// Where paid routes read the credential unless they say otherwise.
+    pub fn default_credential_header(&self) -> CredentialHeader {
+        self.credential_header
     }
 
     /// The configured methods.

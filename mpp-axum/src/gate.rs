@@ -1,15 +1,16 @@
 //! The HTTP adapter of the payment gate ([`mpp_core::gate`]): what the gate needs from an
-//! HTTP request (realm, scope, `Accept-Payment`, body digest, the `Authorization`
-//! credential), and the refusal rendered as a response. Every paid layer (`Charge`, and the
-//! `Session` layer to come) admits requests through [`PaidRoute::admit`].
+//! HTTP request (realm, scope, `Accept-Payment`, body digest, the credential from
+//! `Authorization` or `Payment-Authorization`), and the refusal rendered as a response.
+//! Every paid layer (`Charge`, and the `Session` layer to come) admits requests through
+//! [`PaidRoute::admit`].
 
 use crate::config::Mpp;
-use crate::headers::ACCEPT_PAYMENT;
+use crate::headers::{ACCEPT_PAYMENT, PAYMENT_AUTHORIZATION};
 use crate::pricing::{Price, PriceFailure};
 use crate::response::{plain_problem, refusal_response};
 use bytes::Bytes;
 use http::request::Parts;
-use http::{Request, Response, StatusCode};
+use http::{Extensions, HeaderName, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use mpp_core::accept_payment::AcceptPayment;
@@ -23,7 +24,60 @@ use std::sync::{Arc, OnceLock};
 /// The `opaque` key that binds a challenge to one route (the key mppx uses).
 pub(crate) const SCOPE_KEY: &str = "_mppx_scope";
 
+/// The longest request target bound into a scope as written. A longer one (a long query
+/// string) is bound by its SHA-256 digest instead, so every challenge stays a small header
+/// however long the URL is.
+pub(crate) const MAX_SCOPE_TARGET: usize = 512;
+
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The request header a paid route reads the `Payment` credential from.
+///
+/// ```
+/// use axum::{Router, routing::get};
+/// use mpp_axum::{CredentialHeader, Mpp};
+/// # use mpp_core::testing::TestMethod;
+///
+/// # fn main() -> Result<(), mpp_axum::ConfigError> {
+/// # let mpp = Mpp::new("0123456789abcdef0123456789abcdef")?.method(TestMethod::new("test"));
+/// // `Authorization: Bearer ...` stays the API's own; the payment comes in
+/// // `Payment-Authorization`, and the 402 challenges say so.
+/// let report = mpp
+///     .charge("0.05")?
+///     .credential_header(CredentialHeader::PaymentAuthorization);
+/// let app: Router = Router::new().route("/report", get(|| async { "paid" }).layer(report));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum CredentialHeader {
+    /// `Authorization: Payment <credential>`: the scheme's default.
+    #[default]
+    Authorization,
+    /// `Payment-Authorization: Payment <credential>` (draft -01): for routes whose
+    /// `Authorization` carries the application's own scheme (e.g. `Bearer`). Challenges carry
+    /// `header="Payment-Authorization"` (bound into their id), and a credential is read from
+    /// that header only: whatever `Authorization` holds is left to the application.
+    PaymentAuthorization,
+}
+
+impl CredentialHeader {
+    /// The header's name.
+    pub fn name(self) -> HeaderName {
+        match self {
+            Self::Authorization => http::header::AUTHORIZATION,
+            Self::PaymentAuthorization => PAYMENT_AUTHORIZATION,
+        }
+    }
+
+    /// The challenges' `header` parameter: none for the default.
+    fn challenge_parameter(self) -> Option<&'static str> {
+        match self {
+            Self::Authorization => None,
+            Self::PaymentAuthorization => Some(mpp_core::credential::PAYMENT_AUTHORIZATION),
+        }
+    }
+}
 
 /// What every paid layer holds: the price, the body binding, the configuration (when bound
 /// at start-up), and the route's encoded scope, computed once.
@@ -32,6 +86,8 @@ pub(crate) struct PaidRoute {
     pub(crate) price: Price,
     pub(crate) body_limit: Option<usize>,
     pub(crate) mpp: Option<Mpp>,
+    /// The route's own choice; `None` follows the configuration's.
+    pub(crate) credential_header: Option<CredentialHeader>,
     scope: Arc<OnceLock<RouteScope>>,
 }
 
@@ -48,6 +104,7 @@ impl PaidRoute {
             price,
             body_limit: None,
             mpp: None,
+            credential_header: None,
             scope: Arc::new(OnceLock::new()),
         }
     }
@@ -77,6 +134,17 @@ impl PaidRoute {
                 tracing::debug!(reason = %e, "price refused for this request");
                 return Err(plain_problem(StatusCode::BAD_REQUEST, "Bad Request", &e.0));
             }
+            // The client chose the amount (a price computed from the request), so this is
+            // its error, not the server's: a 400, and no error log for anyone to fill.
+            Err(PriceFailure::Amount(e)) => {
+                tracing::debug!(reason = %e, "computed price cannot be offered");
+                let detail = format!("The price of this request cannot be paid: {e}.");
+                return Err(plain_problem(
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request",
+                    &detail,
+                ));
+            }
             Err(PriceFailure::Config(e)) => {
                 tracing::error!(error = %e, "route price cannot be offered");
                 return Err(refusal_response(&Refusal::misconfigured()));
@@ -97,13 +165,19 @@ impl PaidRoute {
         };
         let scope = self.scope(&parts);
         let accept = accept_payment(&parts);
+        let header = self
+            .credential_header
+            .unwrap_or_else(|| mpp.default_credential_header());
         let mut cx = RequestContext::new(&realm, gate.now())
             .scope(&scope)
             .accept(accept.as_ref());
+        if let Some(name) = header.challenge_parameter() {
+            cx = cx.credential_header(name);
+        }
         if let Some(bytes) = &buffered {
             cx = cx.body(bytes);
         }
-        match gate.admit(&offers, credential(&parts), &cx).await {
+        match gate.admit(&offers, credential(&parts, header), &cx).await {
             Ok(admitted) => Ok(Paid {
                 parts,
                 body,
@@ -113,13 +187,11 @@ impl PaidRoute {
         }
     }
 
-    /// `{"_mppx_scope": "GET /path?query"}`, cached for the route's first target: a route
-    /// without parameters or query encodes it once.
+    /// `{"_mppx_scope": "GET /path?query"}` for the target the client sent (before any
+    /// `nest` stripped a prefix), cached for the route's first target: a route without
+    /// parameters or query encodes it once.
     fn scope(&self, parts: &Parts) -> EncodedJson {
-        let target = parts
-            .uri
-            .path_and_query()
-            .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
+        let target = request_target(&parts.uri, &parts.extensions);
         if let Some(cached) = self.scope.get()
             && cached.matches(&parts.method, target)
         {
@@ -148,12 +220,35 @@ impl RouteScope {
     }
 }
 
+/// The target the client sent: axum's `OriginalUri` when a router recorded it (`nest`
+/// strips the prefix from the URI the route sees), the request's URI otherwise.
+pub(crate) fn request_target<'a>(uri: &'a Uri, extensions: &'a Extensions) -> &'a str {
+    #[cfg(feature = "original-uri")]
+    let uri = extensions
+        .get::<axum::extract::OriginalUri>()
+        .map_or(uri, |original| &original.0);
+    #[cfg(not(feature = "original-uri"))]
+    let _ = extensions;
+    uri.path_and_query()
+        .map_or_else(|| uri.path(), |pq| pq.as_str())
+}
+
+/// The path part of [`request_target`], for logs.
+pub(crate) fn request_path<'a>(uri: &'a Uri, extensions: &'a Extensions) -> &'a str {
+    let target = request_target(uri, extensions);
+    target.split_once('?').map_or(target, |(path, _)| path)
+}
+
 fn route_scope(method: &http::Method, target: &str) -> EncodedJson {
+    // A target is never written as `sha-256=...` (it starts with `/` or is `*`), so a
+    // digest cannot stand for another target written out.
+    let bound = if target.len() > MAX_SCOPE_TARGET {
+        Cow::Owned(mpp_core::digest::body_digest(target.as_bytes()))
+    } else {
+        Cow::Borrowed(target)
+    };
     let mut map = Map::new();
-    map.insert(
-        SCOPE_KEY.into(),
-        Value::String(format!("{method} {target}")),
-    );
+    map.insert(SCOPE_KEY.into(), Value::String(format!("{method} {bound}")));
     // A map with one string entry always canonicalizes.
     EncodedJson::from_map(map).unwrap_or_else(|_| unreachable!("a string map encodes"))
 }
@@ -170,26 +265,34 @@ where
             let too_large = e
                 .downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some();
-            let (status, title) = if too_large {
-                (StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large")
+            let (status, title, detail) = if too_large {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "Payload Too Large",
+                    format!("The request body is over the limit of {limit} bytes."),
+                )
             } else {
-                (StatusCode::BAD_REQUEST, "Bad Request")
+                (
+                    StatusCode::BAD_REQUEST,
+                    "Bad Request",
+                    "The request body could not be read.".to_owned(),
+                )
             };
-            Err(plain_problem(
-                status,
-                title,
-                "The request body could not be read.",
-            ))
+            Err(plain_problem(status, title, &detail))
         }
     }
 }
 
-/// The `Payment` credential of `Authorization`, if any: `None` when no field holds one, the
-/// first `Payment` entry otherwise (decoded or not).
-fn credential(parts: &Parts) -> Option<Result<Credential, CredentialError>> {
+/// The `Payment` credential in `header`, if any: `None` when no field holds one, the first
+/// `Payment` entry otherwise (decoded or not). Only that header is read, so with
+/// `Payment-Authorization` an `Authorization: Bearer ...` is the application's alone.
+fn credential(
+    parts: &Parts,
+    header: CredentialHeader,
+) -> Option<Result<Credential, CredentialError>> {
     parts
         .headers
-        .get_all(http::header::AUTHORIZATION)
+        .get_all(header.name())
         .iter()
         .filter_map(|v| v.to_str().ok())
         .find_map(|v| match Credential::from_authorization(v) {
@@ -274,5 +377,40 @@ mod tests {
         // The cached first target is reused, and still exact.
         assert_eq!(route.scope(&req("GET", "/quote?x=1")), a);
         assert_eq!(b.value()[SCOPE_KEY], "GET /quote?x=2");
+    }
+
+    #[test]
+    fn a_target_over_the_limit_is_bound_by_its_digest() {
+        let method = http::Method::GET;
+        let at_limit = format!("/q?{}", "a".repeat(MAX_SCOPE_TARGET - 3));
+        assert_eq!(
+            route_scope(&method, &at_limit).value()[SCOPE_KEY],
+            format!("GET {at_limit}")
+        );
+        let over = format!("{at_limit}a");
+        let scope = route_scope(&method, &over);
+        assert_eq!(
+            scope.value()[SCOPE_KEY],
+            format!("GET {}", mpp_core::digest::body_digest(over.as_bytes()))
+        );
+        assert!(scope.wire().len() < 128);
+        assert_ne!(route_scope(&method, &format!("{over}b")), scope);
+    }
+
+    #[cfg(feature = "original-uri")]
+    #[test]
+    fn the_target_is_the_one_the_client_sent() {
+        let mut p = parts(
+            http::Request::get("/fortune?x=1")
+                .body(())
+                .unwrap_or_default(),
+        );
+        assert_eq!(request_target(&p.uri, &p.extensions), "/fortune?x=1");
+        // What axum's router records before `nest` strips `/v1`.
+        p.extensions.insert(axum::extract::OriginalUri(
+            "/v1/fortune?x=1".parse().unwrap_or_default(),
+        ));
+        assert_eq!(request_target(&p.uri, &p.extensions), "/v1/fortune?x=1");
+        assert_eq!(request_path(&p.uri, &p.extensions), "/v1/fortune");
     }
 }

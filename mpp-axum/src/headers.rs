@@ -5,6 +5,10 @@ use http::HeaderName;
 /// `Payment-Receipt`: the receipt of a paid response.
 pub const PAYMENT_RECEIPT: HeaderName = HeaderName::from_static(mpp_core::receipt::PAYMENT_RECEIPT);
 
+/// `Payment-Authorization` (draft -01): the credential, on routes that leave `Authorization`
+/// to the application (see [`CredentialHeader`](crate::CredentialHeader)).
+pub const PAYMENT_AUTHORIZATION: HeaderName = HeaderName::from_static("payment-authorization");
+
 /// `Accept-Payment`: the methods and intents a client prefers.
 pub const ACCEPT_PAYMENT: HeaderName =
     HeaderName::from_static(mpp_core::accept_payment::ACCEPT_PAYMENT);

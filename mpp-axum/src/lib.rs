@@ -1,6 +1,6 @@
 //! # mpp-axum
 //!
-//! Get paid on any axum route over the Machine Payments Protocol: `.layer(charge("0.01"))`.
+//! Get paid on any axum route over the Machine Payments Protocol: `.layer(mpp.charge("0.01")?)`.
 //!
 //! A request without payment gets `402 Payment Required` with one `WWW-Authenticate: Payment`
 //! challenge per configured method and an `application/problem+json` body. The client pays and
@@ -12,26 +12,109 @@
 //! ```
 //! use axum::{Router, routing::get};
 //! use mpp_axum::{Mpp, PaymentReceipt};
-//! # use mpp_core::testing::TestMethod as Tempo;
 //!
 //! async fn fortune(paid: PaymentReceipt) -> String {
 //!     format!("Fortune favours the bold (tx {})", paid.reference())
 //! }
 //!
 //! # fn main() -> Result<(), mpp_axum::ConfigError> {
-//! # let tempo = Tempo::new("tempo");
+//! // In an application the method is Tempo's, built against a node:
+//! // let tempo = mpp_tempo::Tempo::builder().rpc_url(rpc).recipient(recipient)
+//! //     .store(Arc::new(store)).build().await?;
+//! # // A Tempo node is not available in doctests: the in-process `TestMethod` of
+//! # // `mpp_core::testing` stands in for the Tempo method.
+//! # let tempo = mpp_core::testing::TestMethod::new("tempo");
 //! let mpp = Mpp::new("an-hmac-secret-of-at-least-32-bytes")?.method(tempo);
 //! let app: Router = Router::new()
-//!     .route("/fortune", get(fortune).layer(mpp.charge("0.01")?))
+//!     // Checked now: a price the methods cannot offer is an error at start-up.
+//!     .route("/fortune", get(fortune).route_layer(mpp.charge("0.01")?))
 //!     .route("/health", get(|| async { "ok" }))
 //!     .layer(mpp.layer());
+//! # Ok(()) }
+//! ```
+//!
+//! ## `route_layer`, not `layer`, on a method router
+//!
+//! `get(h).route_layer(charge)` charges for `GET` only: any other method gets axum's plain
+//! `405`. With `get(h).layer(charge)`, the layer also wraps axum's method-not-allowed
+//! fallback, so a `POST` would be asked to pay for a `405`. Likewise `Router::route_layer`
+//! charges for every route of a router and leaves unknown paths a plain `404`, where
+//! `Router::layer` would ask to pay for the `404`.
+//!
+//! ## A price computed per request
+//!
+//! [`Mpp::charge_with`] takes a function of the request's head. Amounts are
+//! [`DecimalAmount`]s with exact arithmetic; an amount no method can express (a client asked
+//! for more decimals than the currency has) is the client's error, answered with `400`.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use mpp_axum::{DecimalAmount, Mpp, PriceError, PriceTerms};
+//! # use mpp_core::testing::TestMethod;
+//!
+//! /// 0.002 per item, for `?items=N`.
+//! fn per_item(parts: &http::request::Parts) -> Result<PriceTerms, PriceError> {
+//!     let items: u64 = parts
+//!         .uri
+//!         .query()
+//!         .and_then(|q| q.strip_prefix("items="))
+//!         .and_then(|n| n.parse().ok())
+//!         .ok_or_else(|| PriceError::new("query `items=<count>` is required"))?;
+//!     let amount = DecimalAmount::from_base_units(2, 3)
+//!         .checked_mul(items)
+//!         .ok_or_else(|| PriceError::new("too many items"))?;
+//!     Ok(PriceTerms::charge(amount))
+//! }
+//!
+//! # fn main() -> Result<(), mpp_axum::ConfigError> {
+//! # let mpp = Mpp::new("an-hmac-secret-of-at-least-32-bytes")?.method(TestMethod::new("tempo"));
+//! let app: Router = Router::new()
+//!     .route("/items", get(|| async { "items" }).route_layer(mpp.charge_with(per_item)?));
+//! # Ok(()) }
+//! ```
+//!
+//! ## Under `nest`, and beside the application's own `Authorization`
+//!
+//! A challenge is bound to the method and the target the client sent (`GET /v1/report?q=1`),
+//! also under [`Router::nest`](https://docs.rs/axum/0.8/axum/struct.Router.html#method.nest),
+//! which strips the prefix before the route sees the request: with the default
+//! `original-uri` feature the layer reads the `OriginalUri` axum's router records. A
+//! challenge paid for `/report` is refused at `/v1/report`. Targets over 512 bytes are bound
+//! by their SHA-256 digest, so a challenge stays a small header.
+//!
+//! A route whose `Authorization` carries the application's own scheme (a `Bearer` token)
+//! takes the payment in `Payment-Authorization` instead
+//! ([`CredentialHeader::PaymentAuthorization`]); its challenges say so, and clients that
+//! implement draft -01 (`mpp-reqwest`, the `mpp` crate's `ChargeClient`) send it there.
+//!
+//! ```
+//! use axum::{Router, routing::get};
+//! use mpp_axum::{CredentialHeader, Mpp, PaymentReceipt};
+//! # use mpp_core::testing::TestMethod;
+//!
+//! async fn report(paid: PaymentReceipt) -> String {
+//!     format!("paid {:?}", paid.amount_display())
+//! }
+//!
+//! # fn main() -> Result<(), mpp_axum::ConfigError> {
+//! # let mpp = Mpp::new("an-hmac-secret-of-at-least-32-bytes")?.method(TestMethod::new("tempo"));
+//! let v1 = Router::new().route(
+//!     "/report",
+//!     get(report).route_layer(
+//!         mpp.charge("0.05")?
+//!             .description("One report")
+//!             .credential_header(CredentialHeader::PaymentAuthorization),
+//!     ),
+//! );
+//! // The application's own `Bearer` check can wrap `v1` too: it owns `Authorization`.
+//! let app: Router = Router::new().nest("/v1", v1).layer(mpp.layer());
 //! # Ok(()) }
 //! ```
 //!
 //! `mpp-axum` knows nothing about any payment network: methods plug in through
 //! [`mpp_core::Method`] (the Tempo method lives in `mpp-tempo`), and the payment logic itself
 //! is [`mpp_core::gate`], which this crate adapts to HTTP (`gate.rs`: realm, scope,
-//! `Accept-Payment`, body digest, `Authorization`).
+//! `Accept-Payment`, body digest, the credential header).
 
 mod body;
 mod charge;
@@ -48,5 +131,10 @@ pub use body::PaymentBody;
 pub use charge::{Charge, ChargeLayer, charge, charge_with, try_charge};
 pub use config::{ConfigError, Mpp, MppLayer, MppService};
 pub use future::ResponseFuture;
+pub use gate::CredentialHeader;
 pub use pricing::{PriceError, PriceFn};
 pub use receipt::{MissingPaymentLayer, PaymentReceipt};
+
+// What a price function needs, so an application needs no direct `mpp-core` dependency.
+pub use mpp_core::amount::AmountError;
+pub use mpp_core::{DecimalAmount, PriceTerms};

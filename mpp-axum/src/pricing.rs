@@ -11,10 +11,24 @@ use std::sync::Arc;
 pub type PriceFn =
     dyn Fn(&http::request::Parts) -> Result<PriceTerms, PriceError> + Send + Sync + 'static;
 
-/// Why a per-request price could not be computed: answered with `400`.
+/// Why a per-request price could not be computed: answered with `400`, the text as the
+/// problem's `detail` (the client sees it: say what is wrong with the request).
+///
+/// ```
+/// use mpp_axum::PriceError;
+/// let e = PriceError::new("query parameter `kb` must be a whole number");
+/// assert_eq!(e.to_string(), "query parameter `kb` must be a whole number");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct PriceError(pub String);
+
+impl PriceError {
+    /// A refusal saying `reason` (anything displayable, e.g. a parse error).
+    pub fn new(reason: impl fmt::Display) -> Self {
+        Self(reason.to_string())
+    }
+}
 
 /// The options that apply to every priced layer, whatever computes its amount.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,6 +84,9 @@ impl fmt::Debug for Price {
 pub(crate) enum PriceFailure {
     /// The price function refused the request (400).
     Request(PriceError),
+    /// The methods cannot express the amount computed from the request (400: the client
+    /// chose it, e.g. more decimals than the currency has).
+    Amount(OfferError),
     /// The methods cannot offer the terms (500: a configuration error).
     Config(OfferError),
 }
@@ -129,7 +146,10 @@ impl Price {
             Self::Dynamic { f, options, .. } => {
                 let mut terms = f(parts).map_err(PriceFailure::Request)?;
                 options.apply(&mut terms);
-                mpp.gate().offers(&terms).map_err(PriceFailure::Config)
+                mpp.gate().offers(&terms).map_err(|e| match e {
+                    OfferError::Amount { .. } => PriceFailure::Amount(e),
+                    other => PriceFailure::Config(other),
+                })
             }
         }
     }
@@ -143,11 +163,7 @@ impl Price {
             Self::Dynamic {
                 intent, options, ..
             } => {
-                let one = DecimalAmount::parse("1").map_err(|e| ConfigError::Price {
-                    literal: "1".into(),
-                    reason: e.to_string(),
-                })?;
-                let mut probe = PriceTerms::charge(one);
+                let mut probe = PriceTerms::charge(DecimalAmount::from_base_units(1, 0));
                 probe.intent = (*intent).to_owned();
                 options.apply(&mut probe);
                 mpp.gate().offers(&probe).map(drop)?;

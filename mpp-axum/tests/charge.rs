@@ -737,3 +737,538 @@ async fn send_router(router: &Router, req: Request<Body>) -> Reply {
         body: String::from_utf8(body.to_vec()).unwrap(),
     }
 }
+
+/// `GET` with any headers.
+fn get_with(uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut b = Request::get(uri).header("host", "api.example.com");
+    for (name, value) in headers {
+        b = b.header(*name, *value);
+    }
+    b.body(Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn the_402_names_the_price() {
+    let app = app();
+    let reply = send(&app, get_req("/fortune", None)).await;
+    assert_eq!(
+        reply.problem()["detail"],
+        "Payment is required: 0.01 (10000 base units)."
+    );
+    assert_eq!(reply.problem()["title"], "Payment Required");
+}
+
+#[tokio::test]
+async fn a_client_chosen_amount_no_method_can_express_is_a_400() {
+    let mpp = Mpp::new(SECRET).unwrap().method(TestMethod::new("test"));
+    let by_amount = |parts: &http::request::Parts| {
+        let amount = parts
+            .uri
+            .query()
+            .and_then(|q| q.strip_prefix("amount="))
+            .ok_or_else(|| mpp_axum::PriceError::new("query `amount` is required"))?;
+        let amount: mpp_axum::DecimalAmount = amount.parse().map_err(mpp_axum::PriceError::new)?;
+        Ok(mpp_axum::PriceTerms::charge(amount))
+    };
+    let router = Router::new()
+        .route(
+            "/bound",
+            get(|| async { "paid" }).layer(mpp.charge_with(by_amount).unwrap()),
+        )
+        .route(
+            "/unbound",
+            get(|| async { "paid" }).layer(charge_with(by_amount)),
+        )
+        .layer(mpp.layer());
+    for path in ["/bound", "/unbound"] {
+        // More decimals than the currency has: the client's choice, so a 400.
+        let reply = send_router(&router, get_req(&format!("{path}?amount=0.0000001"), None)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            reply.body
+        );
+        let detail = reply.problem()["detail"].as_str().unwrap().to_owned();
+        assert!(detail.contains("decimal places"), "{detail}");
+        assert!(reply.headers.get("www-authenticate").is_none());
+        // Too large for the currency's base units: a 400 too.
+        let huge = "340282366920938463463374607431768211455";
+        let reply = send_router(&router, get_req(&format!("{path}?amount={huge}"), None)).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{path}: {}",
+            reply.body
+        );
+        // Not a number: the price function's own refusal.
+        let reply = send_router(&router, get_req(&format!("{path}?amount=abc"), None)).await;
+        assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+        assert!(reply.problem()["detail"].as_str().unwrap().contains("abc"));
+        // A price the methods can express: a 402 naming it.
+        let reply = send_router(&router, get_req(&format!("{path}?amount=0.25"), None)).await;
+        assert_eq!(reply.status, StatusCode::PAYMENT_REQUIRED);
+        assert_eq!(
+            reply.problem()["detail"],
+            "Payment is required: 0.25 (250000 base units)."
+        );
+    }
+    // Wrong options on a dynamic price are still the server's error, found at start-up.
+    assert!(
+        mpp.charge_with(by_amount)
+            .unwrap()
+            .currency("usd")
+            .layer_inner_result()
+            .is_err()
+    );
+}
+
+/// A tiny stand-in for an application's own auth: `Authorization: Bearer secret` or 401.
+async fn require_bearer(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let authorized = req
+        .headers()
+        .get("authorization")
+        .is_some_and(|v| v == "Bearer secret");
+    if authorized {
+        next.run(req).await
+    } else {
+        StatusCode::UNAUTHORIZED.into_response()
+    }
+}
+
+struct BearerApp {
+    router: Router,
+    calls: Arc<AtomicUsize>,
+}
+
+/// `/report`: Bearer auth outside, payment in `Payment-Authorization` inside. `/open`: the
+/// same payment mode without Bearer auth.
+fn bearer_app(mpp: &Mpp) -> BearerApp {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let report = move |paid: PaymentReceipt| {
+        let counter = counter.clone();
+        async move {
+            counter.fetch_add(1, Ordering::SeqCst);
+            format!("report paid with {}", paid.reference())
+        }
+    };
+    let paid = || {
+        mpp.charge("0.05")
+            .unwrap()
+            .credential_header(mpp_axum::CredentialHeader::PaymentAuthorization)
+    };
+    let router = Router::new()
+        .route(
+            "/report",
+            get(report.clone())
+                .route_layer(paid())
+                .route_layer(axum::middleware::from_fn(require_bearer)),
+        )
+        .route("/open", get(report).route_layer(paid()));
+    BearerApp { router, calls }
+}
+
+#[tokio::test]
+async fn payment_authorization_leaves_authorization_to_the_application() {
+    let mpp = Mpp::new(SECRET).unwrap().method(TestMethod::new("test"));
+    let app = bearer_app(&mpp);
+    let send = |req| send_router(&app.router, req);
+
+    // No Bearer: the application's 401, before any payment is asked for.
+    let reply = send(get_with("/report", &[])).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+    assert!(reply.headers.get("www-authenticate").is_none());
+
+    // Bearer, no payment: 402, and the challenge names `Payment-Authorization`.
+    let reply = send(get_with("/report", &[("authorization", "Bearer secret")])).await;
+    assert_eq!(reply.status, StatusCode::PAYMENT_REQUIRED, "{}", reply.body);
+    assert_eq!(
+        reply.problem_type(),
+        problem_uri(ProblemType::PaymentRequired)
+    );
+    let raw = reply.headers["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(raw.contains(r#"header="Payment-Authorization""#), "{raw}");
+    let challenge = reply.challenges().remove(0);
+    assert_eq!(challenge.header.as_deref(), Some("Payment-Authorization"));
+
+    // A paid request without the Bearer token is still the application's 401, and the
+    // payment is not spent.
+    let credential = pay(&challenge, json!({"pay": "pa1"}));
+    let reply = send(get_with(
+        "/report",
+        &[("payment-authorization", &credential)],
+    ))
+    .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
+
+    // Both: served, with the receipt.
+    let reply = send(get_with(
+        "/report",
+        &[
+            ("authorization", "Bearer secret"),
+            ("payment-authorization", &credential),
+        ],
+    ))
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body, "report paid with pa1");
+    assert!(reply.headers.contains_key("payment-receipt"));
+    assert_eq!(reply.headers["cache-control"], "private");
+    assert_eq!(app.calls.load(Ordering::SeqCst), 1);
+
+    // The credential is read from `Payment-Authorization` only: one in `Authorization` is
+    // not a payment here, and a Bearer token is not a malformed credential.
+    let open = send(get_with("/open", &[])).await.challenges().remove(0);
+    let in_authorization = pay(&open, json!({"pay": "pa2"}));
+    let reply = send(get_with("/open", &[("authorization", &in_authorization)])).await;
+    assert_eq!(reply.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(
+        reply.problem_type(),
+        problem_uri(ProblemType::PaymentRequired)
+    );
+    let reply = send(get_with("/open", &[("authorization", "Bearer secret")])).await;
+    assert_eq!(
+        reply.problem_type(),
+        problem_uri(ProblemType::PaymentRequired)
+    );
+    assert_eq!(app.calls.load(Ordering::SeqCst), 1);
+    let reply = send(get_with(
+        "/open",
+        &[("payment-authorization", &in_authorization)],
+    ))
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+
+    // A challenge of a route that reads `Authorization` does not pay here, even at the same
+    // price and from the right header.
+    let plain_mpp = Mpp::new(SECRET).unwrap().method(TestMethod::new("test"));
+    let plain = Router::new().route(
+        "/open",
+        get(|| async { "plain" }).route_layer(plain_mpp.charge("0.05").unwrap()),
+    );
+    let plain_challenge = send_router(&plain, get_with("/open", &[]))
+        .await
+        .challenges()
+        .remove(0);
+    assert_eq!(plain_challenge.header, None);
+    let reply = send(get_with(
+        "/open",
+        &[(
+            "payment-authorization",
+            &pay(&plain_challenge, json!({"pay": "pa3"})),
+        )],
+    ))
+    .await;
+    assert_eq!(
+        reply.problem_type(),
+        problem_uri(ProblemType::InvalidChallenge)
+    );
+}
+
+#[tokio::test]
+async fn the_configuration_can_move_every_route_to_payment_authorization() {
+    let mpp = Mpp::new(SECRET)
+        .unwrap()
+        .method(TestMethod::new("test"))
+        .credential_header(mpp_axum::CredentialHeader::PaymentAuthorization);
+    let router = Router::new()
+        .route("/unbound", get(|| async { "ok" }).layer(charge("0.01")))
+        .route(
+            "/bound",
+            get(|| async { "ok" }).layer(mpp.charge("0.01").unwrap()),
+        )
+        .route(
+            "/override",
+            get(|| async { "ok" })
+                .layer(charge("0.01").credential_header(mpp_axum::CredentialHeader::Authorization)),
+        )
+        .layer(mpp.layer());
+    for (path, expected) in [
+        ("/unbound", Some("Payment-Authorization")),
+        ("/bound", Some("Payment-Authorization")),
+        ("/override", None),
+    ] {
+        let reply = send_router(&router, get_with(path, &[])).await;
+        let challenge = reply.challenges().remove(0);
+        assert_eq!(challenge.header.as_deref(), expected, "{path}");
+        let header = if expected.is_some() {
+            "payment-authorization"
+        } else {
+            "authorization"
+        };
+        let reply = send_router(
+            &router,
+            get_with(path, &[(header, &pay(&challenge, json!({"pay": path})))]),
+        )
+        .await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}: {}", reply.body);
+    }
+}
+
+// Without the feature the layer sees only the path `nest` left it.
+#[cfg(feature = "original-uri")]
+#[tokio::test]
+async fn under_nest_a_challenge_is_bound_to_the_full_path() {
+    let mpp = Mpp::new(SECRET).unwrap().method(TestMethod::new("test"));
+    let handler = |paid: PaymentReceipt| async move { format!("paid {}", paid.reference()) };
+    for bound in [false, true] {
+        let layer = || {
+            if bound {
+                mpp.charge("0.01").unwrap()
+            } else {
+                charge("0.01")
+            }
+        };
+        let v1 = Router::new().route("/fortune", get(handler).route_layer(layer()));
+        let router = Router::new()
+            .route("/fortune", get(handler).route_layer(layer()))
+            .nest("/v1", v1)
+            .layer(mpp.layer());
+        let root = send_router(&router, get_with("/fortune", &[]))
+            .await
+            .challenges()
+            .remove(0);
+        let nested = send_router(&router, get_with("/v1/fortune", &[]))
+            .await
+            .challenges()
+            .remove(0);
+        assert_eq!(
+            nested.opaque.as_ref().unwrap().value()["_mppx_scope"],
+            "GET /v1/fortune",
+            "bound: {bound}"
+        );
+        // Same handler, same price, other path: refused.
+        let reply = send_router(
+            &router,
+            get_with(
+                "/v1/fortune",
+                &[(
+                    "authorization",
+                    &pay(&root, json!({"pay": format!("n1{bound}")})),
+                )],
+            ),
+        )
+        .await;
+        assert_eq!(
+            reply.problem_type(),
+            problem_uri(ProblemType::InvalidChallenge),
+            "bound: {bound}"
+        );
+        assert!(
+            reply.problem()["detail"]
+                .as_str()
+                .unwrap()
+                .contains("another route")
+        );
+        // Its own challenge pays.
+        let reply = send_router(
+            &router,
+            get_with(
+                "/v1/fortune",
+                &[(
+                    "authorization",
+                    &pay(&nested, json!({"pay": format!("n2{bound}")})),
+                )],
+            ),
+        )
+        .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "bound: {bound}: {}",
+            reply.body
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_long_query_is_bound_by_its_digest() {
+    let app = app();
+    let long = format!("/fortune?q={}", "a".repeat(4000));
+    let other = format!("/fortune?q={}b", "a".repeat(3999));
+    let reply = send(&app, get_req(&long, None)).await;
+    let header_len = reply.headers["www-authenticate"].len();
+    assert!(header_len < 1024, "{header_len}");
+    let challenge = reply.challenges().remove(0);
+    let scope = challenge.opaque.as_ref().unwrap().value()["_mppx_scope"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(scope.starts_with("GET sha-256="), "{scope}");
+    // Another long query of the same length: another digest, refused.
+    let reply = send(
+        &app,
+        get_req(&other, Some(&pay(&challenge, json!({"pay": "l1"})))),
+    )
+    .await;
+    assert_eq!(
+        reply.problem_type(),
+        problem_uri(ProblemType::InvalidChallenge)
+    );
+    let reply = send(
+        &app,
+        get_req(&long, Some(&pay(&challenge, json!({"pay": "l2"})))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn the_receipt_gives_the_payer_address_and_the_amount_in_currency_units() {
+    let mpp = Mpp::new(SECRET).unwrap().method(TestMethod::new("test"));
+    let router = Router::new()
+        .route(
+            "/fortune",
+            get(|paid: PaymentReceipt| async move {
+                let did = paid.payer_did().unwrap();
+                format!(
+                    "{} on {} paid {} ({:?} base units)",
+                    paid.payer_address().unwrap(),
+                    did.chain_id,
+                    paid.amount_display().unwrap(),
+                    paid.amount.unwrap(),
+                )
+            })
+            .route_layer(mpp.charge("0.01").unwrap()),
+        )
+        .route(
+            "/anonymous",
+            get(|paid: PaymentReceipt| async move {
+                format!("{:?} {:?}", paid.payer_address(), paid.payer_did())
+            })
+            .route_layer(mpp.charge("0.01").unwrap()),
+        );
+    let challenge = send_router(&router, get_with("/fortune", &[]))
+        .await
+        .challenges()
+        .remove(0);
+    let credential = Credential::new(challenge, json!({"pay": "r1"}))
+        .with_source("did:pkh:eip155:31337:0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266");
+    let reply = send_router(
+        &router,
+        get_with(
+            "/fortune",
+            &[("authorization", &credential.to_authorization())],
+        ),
+    )
+    .await;
+    assert_eq!(
+        reply.body,
+        "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266 on 31337 paid 0.01 (10000 base units)"
+    );
+    // A payer that is not a did:pkh has no address.
+    let challenge = send_router(&router, get_with("/anonymous", &[]))
+        .await
+        .challenges()
+        .remove(0);
+    let reply = send_router(
+        &router,
+        get_with(
+            "/anonymous",
+            &[("authorization", &pay(&challenge, json!({"pay": "r2"})))],
+        ),
+    )
+    .await;
+    assert_eq!(reply.body, "None None");
+}
+
+#[tokio::test]
+async fn a_receipt_without_a_payment_layer_is_a_500_problem() {
+    let router: Router = Router::new().route(
+        "/oops",
+        get(|paid: PaymentReceipt| async move { paid.reference().to_owned() }),
+    );
+    let reply = send_router(&router, get_with("/oops", &[])).await;
+    assert_eq!(reply.status, StatusCode::INTERNAL_SERVER_ERROR);
+    let problem = reply.problem();
+    assert_eq!(problem["status"], 500);
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("payment layer")
+    );
+    // Optional on a free route: no error.
+    let router: Router = Router::new().route(
+        "/free",
+        get(|paid: Option<PaymentReceipt>| async move { format!("{}", paid.is_some()) }),
+    );
+    assert_eq!(
+        send_router(&router, get_with("/free", &[])).await.body,
+        "false"
+    );
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_told_so() {
+    let app = app();
+    let reply = send(
+        &app,
+        Request::post("/echo")
+            .header("host", "api.example.com")
+            .body(Body::from("x".repeat(65)))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        reply.problem()["detail"],
+        "The request body is over the limit of 64 bytes."
+    );
+}
+
+#[tokio::test]
+async fn route_layer_answers_other_methods_with_a_plain_405() {
+    let mpp = Mpp::new(SECRET).unwrap().method(TestMethod::new("test"));
+    let router = Router::new()
+        .route(
+            "/fortune",
+            get(|| async { "paid" }).route_layer(mpp.charge("0.01").unwrap()),
+        )
+        .layer(mpp.layer());
+    let post = Request::post("/fortune")
+        .header("host", "api.example.com")
+        .body(Body::empty())
+        .unwrap();
+    let reply = send_router(&router, post).await;
+    assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(reply.headers.get("www-authenticate").is_none());
+    let reply = send_router(&router, get_with("/fortune", &[])).await;
+    assert_eq!(reply.status, StatusCode::PAYMENT_REQUIRED);
+}
+
+#[tokio::test]
+async fn cors_allows_payment_authorization() {
+    use tower_http::cors::{Any, CorsLayer};
+    let app = app();
+    let router = app
+        .router
+        .clone()
+        .layer(mpp_axum::cors::with_payment_headers(
+            CorsLayer::new().allow_origin(Any),
+        ));
+    let preflight = Request::options("/fortune")
+        .header("host", "api.example.com")
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "payment-authorization")
+        .body(Body::empty())
+        .unwrap();
+    let response = router.oneshot(preflight).await.unwrap();
+    let allowed = response.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        allowed.contains("payment-authorization") && allowed.contains("authorization"),
+        "{allowed}"
+    );
+}

@@ -9,6 +9,12 @@
 //! assert!("-1".parse::<DecimalAmount>().is_err());
 //! assert_eq!(format_base_units(10_000, 6), "0.01");
 //! assert_eq!(parse_base_units("10000").unwrap(), 10_000);
+//!
+//! // Computed prices stay exact: 0.001 per kilobyte, for 250 kilobytes.
+//! let per_kb = DecimalAmount::from_base_units(1, 3);
+//! let total = per_kb.checked_mul(250).unwrap();
+//! assert_eq!(total.to_string(), "0.25");
+//! assert_eq!(total.checked_add(price).unwrap().to_string(), "0.26");
 //! ```
 
 use std::fmt;
@@ -45,6 +51,12 @@ pub struct DecimalAmount {
 const MAX_SCALE: u32 = 38;
 
 impl DecimalAmount {
+    /// Zero.
+    pub const ZERO: Self = Self {
+        mantissa: 0,
+        scale: 0,
+    };
+
     /// Parses `digits[.digits]`. No sign, exponent, whitespace or thousands separators.
     pub fn parse(input: &str) -> Result<Self, AmountError> {
         let invalid = || AmountError::Invalid(input.to_owned());
@@ -97,6 +109,49 @@ impl DecimalAmount {
     /// True for zero.
     pub fn is_zero(&self) -> bool {
         self.mantissa == 0
+    }
+
+    /// The amount `units` base units make in a currency with `decimals` decimals
+    /// (`10000` at 6 = "0.01"): the inverse of [`DecimalAmount::to_base_units`].
+    pub fn from_base_units(units: u128, decimals: u8) -> Self {
+        Self::normalized(units, u32::from(decimals))
+    }
+
+    /// `self + other`, exactly; `None` if the sum does not fit.
+    #[must_use]
+    pub fn checked_add(self, other: Self) -> Option<Self> {
+        let scale = self.scale.max(other.scale);
+        let a = self.rescaled(scale)?;
+        let b = other.rescaled(scale)?;
+        Some(Self::normalized(a.checked_add(b)?, scale))
+    }
+
+    /// `self × count` (e.g. a unit price times a quantity), exactly; `None` if the product
+    /// does not fit.
+    #[must_use]
+    pub fn checked_mul(self, count: u64) -> Option<Self> {
+        let mantissa = self.mantissa.checked_mul(u128::from(count))?;
+        Some(Self::normalized(mantissa, self.scale))
+    }
+
+    /// The mantissa at a larger `scale` (same value, more fractional digits).
+    fn rescaled(self, scale: u32) -> Option<u128> {
+        10u128
+            .checked_pow(scale - self.scale)
+            .and_then(|factor| self.mantissa.checked_mul(factor))
+    }
+
+    /// `mantissa × 10^-scale` without trailing fractional zeros, so equal values compare
+    /// equal (the form [`DecimalAmount::parse`] produces).
+    fn normalized(mut mantissa: u128, mut scale: u32) -> Self {
+        if mantissa == 0 {
+            return Self::ZERO;
+        }
+        while scale > 0 && mantissa.is_multiple_of(10) {
+            mantissa /= 10;
+            scale -= 1;
+        }
+        Self { mantissa, scale }
     }
 }
 
@@ -211,6 +266,36 @@ mod tests {
         assert_eq!(format_base_units(1_500_000, 6), "1.5");
         assert_eq!(format_base_units(75, 6), "0.000075");
         assert_eq!(format_base_units(u128::MAX, 0), u128::MAX.to_string());
+    }
+
+    #[test]
+    fn arithmetic_is_exact_and_normalized() {
+        let d = |s: &str| DecimalAmount::parse(s).unwrap();
+        assert_eq!(DecimalAmount::from_base_units(10_000, 6), d("0.01"));
+        assert_eq!(DecimalAmount::from_base_units(0, 6), DecimalAmount::ZERO);
+        assert_eq!(DecimalAmount::from_base_units(1_500_000, 6), d("1.5"));
+        assert_eq!(DecimalAmount::from_base_units(7, 0), d("7"));
+        assert_eq!(d("0.5").checked_mul(2), Some(d("1")));
+        assert_eq!(d("0.001").checked_mul(0), Some(DecimalAmount::ZERO));
+        assert_eq!(d("0.25").checked_add(d("0.75")), Some(d("1")));
+        assert_eq!(d("12").checked_add(d("0.000001")), Some(d("12.000001")));
+        assert_eq!(
+            d("0.01")
+                .checked_mul(3)
+                .and_then(|a| a.to_base_units(6).ok()),
+            Some(30_000)
+        );
+        let max = DecimalAmount::from_base_units(u128::MAX, 0);
+        assert_eq!(max.checked_mul(2), None);
+        assert_eq!(max.checked_add(d("1")), None);
+        // Rescaling a huge integer part to the other side's decimals overflows too.
+        assert_eq!(max.checked_add(d("0.1")), None);
+        // Round trip through the text form.
+        for units in [0u128, 1, 10, 999_999, 1_000_000, 123_456_789] {
+            let amount = DecimalAmount::from_base_units(units, 6);
+            assert_eq!(amount.to_base_units(6), Ok(units));
+            assert_eq!(d(&amount.to_string()), amount);
+        }
     }
 
     #[test]

@@ -18,6 +18,11 @@ use crate::challenge::Challenge;
 use crate::encoded_json::EncodedJson;
 use serde_json::{Map, Value};
 
+/// `Payment-Authorization`: the request header (draft -01) that carries the credential when a
+/// challenge names it in its `header` parameter, so `Authorization` stays free for the
+/// application's own scheme (e.g. `Bearer`). Its value has the form of `Authorization`'s.
+pub const PAYMENT_AUTHORIZATION: &str = "Payment-Authorization";
+
 /// The largest credential token accepted (both SDKs reject tokens over 16 KiB).
 pub const MAX_CREDENTIAL_LEN: usize = 16 * 1024;
 

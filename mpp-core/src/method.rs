@@ -170,6 +170,9 @@ pub struct Verified {
     pub payer: Option<String>,
     /// Base units charged by this request, when known.
     pub amount: Option<u128>,
+    /// The decimals of the currency `amount` is in, when known, so an application can show
+    /// the amount in currency units ("0.01") without knowing the method.
+    pub decimals: Option<u8>,
     /// Serve the handler or answer directly.
     pub disposition: Disposition,
 }
@@ -181,6 +184,7 @@ impl Verified {
             receipt,
             payer: None,
             amount: None,
+            decimals: None,
             disposition: Disposition::Serve,
         }
     }
@@ -202,6 +206,12 @@ impl Verified {
     /// Sets the amount charged.
     pub fn with_amount(mut self, amount: u128) -> Self {
         self.amount = Some(amount);
+        self
+    }
+
+    /// Sets the decimals of the currency the amount is in (e.g. 6 for pathUSD).
+    pub fn with_decimals(mut self, decimals: u8) -> Self {
+        self.decimals = Some(decimals);
         self
     }
 }

@@ -9,11 +9,14 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+/// The decimals of the test method's currency (as Tempo's stablecoins).
+const DECIMALS: u8 = 6;
+
 /// An in-process method whose credentials say what should happen:
 ///
 /// | payload | outcome |
 /// |---|---|
-/// | `{"pay": "<ref>"}` | paid, receipt reference `<ref>`; each ref is accepted once |
+/// | `{"pay": "<ref>"}` | paid, receipt reference `<ref>`; each ref is accepted once; the payer is the credential's `source` (default `did:test:payer`), the amount the offer's, in 6 decimals |
 /// | `{"pay": "<ref>", "manage": true}` | paid, answered `204` without the handler |
 /// | `{"fail": "<why>"}` | `verification-failed` |
 /// | `{"down": true}` | infrastructure unavailable (503) |
@@ -96,8 +99,15 @@ impl TestMethod {
         } else {
             Verified::serve(receipt(reference))
         };
-        verified.payer = Some("did:test:payer".into());
+        // The credential's `source` when it names one, so payer handling can be tested.
+        verified.payer = Some(
+            ctx.credential
+                .source
+                .clone()
+                .unwrap_or_else(|| "did:test:payer".into()),
+        );
         verified.amount = amount;
+        verified.decimals = Some(DECIMALS);
         Ok(verified)
     }
 }
@@ -122,7 +132,7 @@ impl Method for TestMethod {
             )));
         }
         let mut request = json!({
-            "amount": terms.amount.to_base_units(6)?.to_string(),
+            "amount": terms.amount.to_base_units(DECIMALS)?.to_string(),
             "currency": terms.currency.as_deref().unwrap_or("0x20c0000000000000000000000000000000000000"),
             "recipient": "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
             "methodDetails": {"chainId": 31337},

@@ -248,3 +248,139 @@ fn challenges_follow_accept_payment() {
         .collect();
     assert_eq!(names, ["beta", "alpha"]);
 }
+
+#[test]
+fn a_route_can_name_payment_authorization_and_echoes_must_too() {
+    let gate = PaymentGate::new(SECRET)
+        .unwrap()
+        .method(TestMethod::new("test"));
+    let offers = price("0.01").offers(&gate).unwrap();
+    let scope = EncodedJson::from_value(json!({"_mppx_scope": "GET /report"})).unwrap();
+    let named = RequestContext::new("api.example.com", gate.now())
+        .scope(&scope)
+        .credential_header("Payment-Authorization");
+    let challenge = block_on(gate.challenges(&offers, &named))
+        .unwrap()
+        .remove(0);
+    assert_eq!(challenge.header.as_deref(), Some("Payment-Authorization"));
+    assert!(
+        challenge
+            .to_header_value()
+            .unwrap()
+            .contains(r#"header="Payment-Authorization""#)
+    );
+
+    // A client that drops `header` from the echo breaks the binding.
+    let mut stripped = challenge.clone();
+    stripped.header = None;
+    let refusal = block_on(gate.admit(
+        &offers,
+        Some(Ok(Credential::new(stripped, json!({"pay": "h1"})))),
+        &named,
+    ))
+    .unwrap_err();
+    assert_eq!(refusal.problem_type(), Some(ProblemType::InvalidChallenge));
+    assert_eq!(
+        refusal.challenges()[0].header.as_deref(),
+        Some("Payment-Authorization")
+    );
+
+    // The same route read from `Authorization` does not take a challenge that named
+    // `Payment-Authorization`, nor the reverse.
+    let default = RequestContext::new("api.example.com", gate.now()).scope(&scope);
+    let refusal = block_on(gate.admit(
+        &offers,
+        Some(Ok(Credential::new(challenge.clone(), json!({"pay": "h2"})))),
+        &default,
+    ))
+    .unwrap_err();
+    assert_eq!(refusal.problem_type(), Some(ProblemType::InvalidChallenge));
+    assert!(
+        refusal.detail().contains("credential header"),
+        "{}",
+        refusal.detail()
+    );
+    assert_eq!(refusal.challenges()[0].header, None);
+    let plain = block_on(gate.challenges(&offers, &default))
+        .unwrap()
+        .remove(0);
+    let refusal = block_on(gate.admit(
+        &offers,
+        Some(Ok(Credential::new(plain, json!({"pay": "h3"})))),
+        &named,
+    ))
+    .unwrap_err();
+    assert_eq!(refusal.problem_type(), Some(ProblemType::InvalidChallenge));
+
+    // Naming `Authorization` is naming nothing; the header name is case-insensitive.
+    let explicit = RequestContext::new("api.example.com", gate.now())
+        .scope(&scope)
+        .credential_header("authorization");
+    assert_eq!(
+        block_on(gate.challenges(&offers, &explicit)).unwrap()[0].header,
+        None
+    );
+    let lower = RequestContext::new("api.example.com", gate.now())
+        .scope(&scope)
+        .credential_header("payment-authorization");
+    let admitted = block_on(gate.admit(
+        &offers,
+        Some(Ok(Credential::new(challenge, json!({"pay": "h4"})))),
+        &lower,
+    ))
+    .unwrap();
+    assert_eq!(admitted.verified.receipt.reference, "h4");
+}
+
+#[test]
+fn an_amount_a_method_cannot_express_is_told_apart_from_bad_terms() {
+    use mpp_core::gate::OfferError;
+    let gate = PaymentGate::new(SECRET)
+        .unwrap()
+        .method(TestMethod::new("test"));
+    // More decimals than the currency: the amount's fault.
+    let too_precise = PriceTerms::charge("0.0000001".parse().unwrap());
+    match gate.offers(&too_precise) {
+        Err(OfferError::Amount {
+            method,
+            amount,
+            reason,
+        }) => {
+            assert_eq!(method, "test");
+            assert_eq!(amount.to_string(), "0.0000001");
+            assert!(reason.contains("decimal places"), "{reason}");
+            assert!(!reason.contains("configuration"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Too large for 128 bits of base units: the amount's fault too.
+    let huge = PriceTerms::charge(mpp_core::DecimalAmount::from_base_units(u128::MAX, 0));
+    assert!(matches!(gate.offers(&huge), Err(OfferError::Amount { .. })));
+    // A currency the method does not know fails at every amount: the terms' fault.
+    let mut bad_currency = PriceTerms::charge("0.0000001".parse().unwrap());
+    bad_currency.currency = Some("usd".into());
+    assert!(matches!(
+        gate.offers(&bad_currency),
+        Err(OfferError::Method { .. })
+    ));
+}
+
+#[test]
+fn the_402_of_a_single_charge_offer_names_its_price() {
+    let gate = PaymentGate::new(SECRET)
+        .unwrap()
+        .method(TestMethod::new("test"));
+    let cx = RequestContext::new("api.example.com", gate.now());
+    let offers = price("0.01").offers(&gate).unwrap();
+    let refusal = block_on(gate.admit(&offers, None, &cx)).unwrap_err();
+    assert_eq!(refusal.problem_type(), Some(ProblemType::PaymentRequired));
+    assert_eq!(
+        refusal.detail(),
+        "Payment is required: 0.01 (10000 base units)."
+    );
+    // Two methods (their currencies may differ): no single price to name.
+    let two = gate.clone().method(TestMethod::new("second"));
+    let offers = price("0.01").offers(&two).unwrap();
+    let refusal = block_on(two.admit(&offers, None, &cx)).unwrap_err();
+    assert_eq!(refusal.detail(), "Payment is required.");
+}

@@ -116,6 +116,26 @@ proptest! {
     }
 
     #[test]
+    fn decimal_arithmetic_is_base_unit_arithmetic(
+        a in any::<u64>(),
+        b in any::<u64>(),
+        count in any::<u32>(),
+        decimals in 0u8..=18,
+    ) {
+        let (a, b) = (u128::from(a), u128::from(b));
+        let x = DecimalAmount::from_base_units(a, decimals);
+        let y = DecimalAmount::from_base_units(b, decimals);
+        prop_assert_eq!(x.to_base_units(decimals).unwrap(), a);
+        prop_assert_eq!(x.to_string(), format_base_units(a, decimals));
+        let sum = x.checked_add(y).unwrap();
+        prop_assert_eq!(sum.to_base_units(decimals).unwrap(), a + b);
+        let product = x.checked_mul(u64::from(count)).unwrap();
+        prop_assert_eq!(product.to_base_units(decimals).unwrap(), a * u128::from(count));
+        // Equal values are equal however they were made.
+        prop_assert_eq!(sum.to_string().parse::<DecimalAmount>().unwrap(), sum);
+    }
+
+    #[test]
     fn parsers_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let text = String::from_utf8_lossy(&bytes);
         let _ = Challenge::parse_all(&text);

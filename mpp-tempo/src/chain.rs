@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use alloy::primitives::{Address, B256};
 use alloy::providers::{Provider, RootProvider};
+use alloy::rpc::client::RpcClient;
 use alloy::transports::{RpcError, TransportError};
 use serde_json::{Value, json};
 use tempo_alloy::TempoNetwork;
@@ -23,7 +24,7 @@ pub const DEFAULT_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default timeout of `eth_sendRawTransactionSync` (Tempo finality is about 0.5 s).
 pub const DEFAULT_BROADCAST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A JSON-RPC client for one Tempo node.
+/// A JSON-RPC client for one Tempo node, over http or https (rustls).
 #[derive(Debug, Clone)]
 pub struct ChainClient {
     provider: RootProvider<TempoNetwork>,
@@ -53,13 +54,50 @@ pub enum ChainError {
 }
 
 impl ChainClient {
-    /// A client for `rpc_url` (http or https).
+    /// A client for `rpc_url` (`http://` or `https://`). An https node's certificate must
+    /// chain to a system root (`SSL_CERT_FILE` and `SSL_CERT_DIR` are honoured).
     pub fn new(rpc_url: &str, rpc_timeout: Duration) -> Result<Self, ChainError> {
-        let url = rpc_url
-            .parse()
-            .map_err(|e| ChainError::Config(format!("bad rpc url `{rpc_url}`: {e}")))?;
+        Self::with_root_certificates(rpc_url, rpc_timeout, &[])
+    }
+
+    /// Like [`ChainClient::new`], also trusting the PEM certificates in `extra_roots_pem`
+    /// (each entry one or more `-----BEGIN CERTIFICATE-----` blocks): for a node behind a
+    /// private CA or a self-signed certificate.
+    pub fn with_root_certificates(
+        rpc_url: &str,
+        rpc_timeout: Duration,
+        extra_roots_pem: &[&[u8]],
+    ) -> Result<Self, ChainError> {
+        let url = parse_rpc_url(rpc_url)?;
+        let mut roots = Vec::new();
+        for (i, pem) in extra_roots_pem.iter().enumerate() {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                ChainError::Config(format!(
+                    "root certificate {i}: expected PEM certificates: {}",
+                    error_chain(&e)
+                ))
+            })?;
+            if certs.is_empty() {
+                return Err(ChainError::Config(format!(
+                    "root certificate {i}: no `-----BEGIN CERTIFICATE-----` block found"
+                )));
+            }
+            roots.extend(certs);
+        }
+        // Our own reqwest client (not alloy's default) so that the extra roots are used; the
+        // system roots stay trusted as well.
+        let http = reqwest::Client::builder()
+            .tls_certs_merge(roots)
+            .build()
+            .map_err(|e| {
+                ChainError::Config(format!(
+                    "cannot set up the HTTP client: {}",
+                    error_chain(&e)
+                ))
+            })?;
+        let client = RpcClient::new_http_with_client(http, url);
         Ok(Self {
-            provider: RootProvider::<TempoNetwork>::new_http(url),
+            provider: RootProvider::<TempoNetwork>::new(client),
             rpc_timeout,
             chain_id: Default::default(),
         })
@@ -214,5 +252,46 @@ fn refusal(what: &str, e: TransportError) -> ChainError {
 }
 
 fn unavailable(what: &str, e: TransportError) -> ChainError {
-    ChainError::Unavailable(format!("{what}: {e}"))
+    ChainError::Unavailable(format!("{what}: {}", error_chain(&e)))
+}
+
+/// Parses an RPC URL, insisting on `http://` or `https://`: without a scheme, `host:port`
+/// would parse with `host` as the scheme and fail later with an opaque "builder error".
+fn parse_rpc_url(rpc_url: &str) -> Result<reqwest::Url, ChainError> {
+    let expected = "expected an http:// or https:// URL, such as https://rpc.moderato.tempo.xyz";
+    let url = reqwest::Url::parse(rpc_url)
+        .map_err(|e| ChainError::Config(format!("rpc url `{rpc_url}`: {expected} ({e})")))?;
+    match url.scheme() {
+        "http" | "https" => Ok(url),
+        _ if !rpc_url.contains("://") => Err(ChainError::Config(format!(
+            "rpc url `{rpc_url}` has no scheme: {expected} (e.g. http://{rpc_url})"
+        ))),
+        other => Err(ChainError::Config(format!(
+            "rpc url `{rpc_url}`: unsupported scheme `{other}`; {expected}"
+        ))),
+    }
+}
+
+/// `e` and its sources, outermost first, joined with ": " (a source whose text its parent
+/// already shows is skipped). reqwest and hyper keep the useful part (connection refused, DNS,
+/// TLS certificate) in the sources, and `Display` alone says only "error sending request".
+/// An untrusted certificate gets a hint on how to trust it.
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !part.is_empty() && !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    if text.contains("invalid peer certificate") {
+        text.push_str(
+            " (the server's TLS certificate is not trusted: add its CA with \
+             `TempoBuilder::root_certificate`, or to the system roots, e.g. via SSL_CERT_FILE)",
+        );
+    }
+    text
 }

@@ -51,7 +51,7 @@ use tempo_primitives::transaction::{
 };
 use time::OffsetDateTime;
 
-use crate::chain::{ChainClient, DEFAULT_RPC_TIMEOUT};
+use crate::chain::{ChainClient, DEFAULT_RPC_TIMEOUT, error_chain};
 use crate::challenge::ChallengeView;
 use crate::charge::{
     ChargeMode, FeePayerEnvelope, TempoChargeRequest, attribution_memo, proof_digest,
@@ -96,6 +96,10 @@ pub enum ClientError {
     /// The node failed or refused.
     #[error("tempo node: {0}")]
     Node(String),
+    /// The payer cannot afford the payment or its fee (the message names the payer, the
+    /// token and the amounts).
+    #[error("insufficient funds: {0}")]
+    InsufficientFunds(String),
     /// Signing failed.
     #[error("signing failed: {0}")]
     Signing(String),
@@ -126,11 +130,18 @@ pub struct TempoPayer {
 }
 
 impl TempoPayer {
-    /// A payer signing with `signer`, talking to `rpc_url`.
+    /// A payer signing with `signer`, talking to `rpc_url` (`http://` or `https://`; an
+    /// https node must chain to a system root, or see [`TempoPayer::with_chain`]).
     pub fn new(signer: PrivateKeySigner, rpc_url: &str) -> Result<Self, ClientError> {
         let chain = ChainClient::new(rpc_url, DEFAULT_RPC_TIMEOUT)
             .map_err(|e| ClientError::Node(e.to_string()))?;
         Ok(Self { signer, chain })
+    }
+
+    /// A payer signing with `signer`, talking through `chain` (e.g. one made with
+    /// [`ChainClient::with_root_certificates`] for a node behind a private CA).
+    pub fn with_chain(signer: PrivateKeySigner, chain: ChainClient) -> Self {
+        Self { signer, chain }
     }
 
     /// The payer's address.
@@ -232,7 +243,7 @@ impl TempoPayer {
         )
         .await
         .map_err(|_| ClientError::Node("eth_sendRawTransactionSync timed out".into()))?
-        .map_err(|e| ClientError::Node(e.to_string()))?;
+        .map_err(|e| ClientError::Node(error_chain(&e)))?;
         Ok((receipt.transaction_hash(), receipt.status()))
     }
 
@@ -319,7 +330,7 @@ impl TempoPayer {
         let valid_before = options
             .valid_before
             .unwrap_or(u64::try_from(default_valid_before).unwrap_or(0));
-        let node = |e: alloy::transports::TransportError| ClientError::Node(e.to_string());
+        let node = |e: alloy::transports::TransportError| ClientError::Node(error_chain(&e));
         let gas_price = self.chain.provider().get_gas_price().await.map_err(node)?;
         // 20 % over the current price, as viem does: enough for the next block, and small
         // enough to stay inside a sponsor's gas budget (gasLimit × maxFeePerGas ≤ 5e16).
@@ -344,12 +355,10 @@ impl TempoPayer {
                 estimate.inner.from = Some(self.address());
                 // `gas_limit: 0` above would cap the estimate itself at zero.
                 estimate.inner.gas = None;
-                let gas = self
-                    .chain
-                    .provider()
-                    .estimate_gas(estimate)
-                    .await
-                    .map_err(node)?;
+                let gas = match self.chain.provider().estimate_gas(estimate).await {
+                    Ok(gas) => gas,
+                    Err(e) => return Err(self.explain_estimate_failure(req, e).await),
+                };
                 // The estimate does not cover a fee-payer signature; leave headroom.
                 gas.saturating_mul(5) / 4 + 50_000
             }
@@ -366,6 +375,52 @@ impl TempoPayer {
             tx,
             TempoSignature::Primitive(PrimitiveSignature::Secp256k1(signature)),
         ))
+    }
+}
+
+impl TempoPayer {
+    /// Turns a failed gas estimate into a message about the payer's funds when they are the
+    /// cause: a node answers an unfunded sender with "gas required exceeds allowance: 0",
+    /// which says nothing about the token.
+    async fn explain_estimate_failure(
+        &self,
+        req: &TempoChargeRequest,
+        e: alloy::transports::TransportError,
+    ) -> ClientError {
+        let original = error_chain(&e);
+        let Ok(needed) = req
+            .expected_transfers()
+            .map(|t| t.iter().map(|t| t.amount).sum::<u128>())
+        else {
+            return ClientError::Node(original);
+        };
+        let token = ITIP20::new(req.currency, self.chain.provider());
+        let balance = match tokio::time::timeout(
+            self.chain.rpc_timeout(),
+            token.balanceOf(self.address()).call(),
+        )
+        .await
+        {
+            Ok(Ok(balance)) => balance,
+            // The balance is only a diagnosis: keep the node's own error.
+            _ => return ClientError::Node(original),
+        };
+        let payer = self.address();
+        let currency = req.currency;
+        if balance < U256::from(needed) {
+            ClientError::InsufficientFunds(format!(
+                "the payer {payer} has {balance} base units of the token {currency}; this \
+                 payment needs {needed} plus the transaction fee. Fund the payer (node said: \
+                 {original})"
+            ))
+        } else if original.contains("exceeds allowance") || original.contains("insufficient") {
+            ClientError::InsufficientFunds(format!(
+                "the payer {payer} holds enough of {currency} ({balance} base units) but cannot \
+                 pay the transaction fee: fund it with its fee token (node said: {original})"
+            ))
+        } else {
+            ClientError::Node(original)
+        }
     }
 }
 

@@ -15,9 +15,9 @@
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let store = SqliteStore::open("mpp.db").await?;           // creates and migrates the file
 //! let tempo = Tempo::builder()
-//!     .rpc_url("http://127.0.0.1:8545")
-//!     .recipient("0x742d35Cc6634C0532925a3b844Bc9e7595f8fE00".parse()?)
-//!     .store(Arc::new(store))
+//!     .rpc_url("http://127.0.0.1:8545")                    // or .chain(TempoChain::Moderato)
+//!     .recipient("0x742d35Cc6634C0532925a3b844Bc9e7595f8fE00")
+//!     .store(Arc::new(store))                               // default: SQLite `mpp-tempo.db`
 //!     .build()                                              // reads the node's chain id
 //!     .await?;
 //! let gate = PaymentGate::new("an-hmac-secret-of-at-least-32-bytes")?.method(tempo);
@@ -39,8 +39,18 @@
 //! - `client` (feature `client`): [`client::TempoPayer`], an [`mpp_core::Payer`] that pays
 //!   Tempo challenges.
 //! - `testing` (feature `testing`): a local `anvil --network tempo` node for tests.
+//!
+//! Features: `sqlite` and `postgres` (both default) gate [`store::SqliteStore`] and
+//! [`store::PgStore`] with their sqlx backends; `client`; `testing`. TLS (https nodes,
+//! Postgres `sslmode=require`/`verify-full`) is always on, on rustls with the aws-lc provider,
+//! trusting the system roots (`SSL_CERT_FILE` works) plus any root certificate added in code.
+//!
+//! The alloy types a configuration names are re-exported: [`Address`], [`B256`],
+//! [`PrivateKeySigner`].
 
+mod address;
 mod chain;
+mod chains;
 mod challenge;
 pub mod charge;
 #[cfg(feature = "client")]
@@ -52,14 +62,18 @@ pub mod store;
 pub mod testing;
 mod tokens;
 
+pub use address::{AddressError, IntoAddress, parse_address};
+pub use alloy::primitives::{Address, B256};
+pub use alloy::signers::local::PrivateKeySigner;
 pub use chain::{ChainClient, ChainError, DEFAULT_BROADCAST_TIMEOUT, DEFAULT_RPC_TIMEOUT};
+pub use chains::TempoChain;
 pub use challenge::{ChallengeView, ChallengeViewError};
 pub use charge::{
     ChargeContext, ChargeError, ChargeKind, ChargeMode, SettledCharge, SponsorPolicy,
     TempoChargeRequest,
 };
-pub use method::{Tempo, TempoBuilder};
-pub use tokens::PATH_USD;
+pub use method::{DEFAULT_STORE_PATH, Tempo, TempoBuilder};
+pub use tokens::{PATH_USD, USDC_E};
 
 /// The method id in challenges.
 pub(crate) const METHOD_NAME: &str = "tempo";

@@ -11,7 +11,9 @@ use mpp_core::method::{Method, MethodError, PriceTerms, Verified, VerifyContext}
 use mpp_core::{BoxFuture, Receipt, expiry::format_timestamp};
 use serde_json::Value;
 
+use crate::address::{AddressError, IntoAddress, parse_address};
 use crate::chain::{ChainClient, DEFAULT_BROADCAST_TIMEOUT, DEFAULT_RPC_TIMEOUT};
+use crate::chains::TempoChain;
 use crate::challenge::ChallengeView;
 use crate::charge::{
     ChargeContext, ChargeError, ChargeMode, ChargeVerifier, MethodDetails, SettledCharge, Split,
@@ -21,13 +23,31 @@ use crate::store::ReplayStore;
 use crate::tokens::PATH_USD;
 use crate::{CHARGE_INTENT, METHOD_NAME};
 
+/// The replay store's file when [`TempoBuilder::store`] is not called: an embedded SQLite
+/// database in the working directory (feature `sqlite`).
+pub const DEFAULT_STORE_PATH: &str = "mpp-tempo.db";
+
 /// Builds a [`Tempo`] (see [`Tempo::builder`]).
+///
+/// Only the recipient is required; everything else has a default:
+///
+/// - the node: [`rpc_url`](Self::rpc_url), else the public RPC of [`chain`](Self::chain);
+/// - the currency: [`currency`](Self::currency), else the chain's default (USDC.e on mainnet,
+///   pathUSD elsewhere), the chain being the one chosen or the one the node serves;
+/// - the replay store: [`store`](Self::store), else an embedded SQLite file,
+///   [`DEFAULT_STORE_PATH`] (`mpp-tempo.db` in the working directory), created if missing,
+///   its path logged at `info` (feature `sqlite`, on by default). Several instances behind a
+///   load balancer need a shared store instead: [`crate::store::PgStore`].
+///
+/// Addresses are accepted as strings or alloy [`Address`]es ([`IntoAddress`]); a malformed one
+/// fails [`build`](Self::build) with the field's name and the expected form.
 #[derive(Default)]
 #[must_use]
 pub struct TempoBuilder {
     rpc_url: Option<String>,
-    recipient: Option<Address>,
-    currency: Option<Address>,
+    chain: Option<TempoChain>,
+    recipient: Option<Result<Address, AddressError>>,
+    currency: Option<Result<Address, AddressError>>,
     decimals: Option<u8>,
     chain_id: Option<u64>,
     memo: Option<B256>,
@@ -35,6 +55,7 @@ pub struct TempoBuilder {
     supported_modes: Option<Vec<ChargeMode>>,
     sponsor: Option<Sponsor>,
     store: Option<Arc<dyn ReplayStore>>,
+    root_certificates: Vec<Vec<u8>>,
     rpc_timeout: Option<Duration>,
     broadcast_timeout: Option<Duration>,
 }
@@ -43,30 +64,43 @@ impl std::fmt::Debug for TempoBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TempoBuilder")
             .field("rpc_url", &self.rpc_url)
+            .field("chain", &self.chain)
             .field("recipient", &self.recipient)
             .field("currency", &self.currency)
             .field("chain_id", &self.chain_id)
             .field("sponsor", &self.sponsor.as_ref().map(Sponsor::address))
+            .field("root_certificates", &self.root_certificates.len())
             .finish_non_exhaustive()
     }
 }
 
 impl TempoBuilder {
-    /// The node's JSON-RPC URL (required).
+    /// The node's JSON-RPC URL, `http://` or `https://` (default: the chosen
+    /// [`chain`](Self::chain)'s public RPC). An https node must present a certificate that
+    /// chains to a system root (`SSL_CERT_FILE` is honoured) or to a
+    /// [`root_certificate`](Self::root_certificate).
     pub fn rpc_url(mut self, url: impl Into<String>) -> Self {
         self.rpc_url = Some(url.into());
         self
     }
 
-    /// Who gets paid (required).
-    pub fn recipient(mut self, recipient: Address) -> Self {
-        self.recipient = Some(recipient);
+    /// The network: sets the RPC URL (unless [`rpc_url`](Self::rpc_url) is given), the
+    /// default currency, and the chain id the node must serve.
+    pub fn chain(mut self, chain: TempoChain) -> Self {
+        self.chain = Some(chain);
         self
     }
 
-    /// The TIP-20 token charged (default pathUSD).
-    pub fn currency(mut self, currency: Address) -> Self {
-        self.currency = Some(currency);
+    /// Who gets paid (required): an [`Address`] or a `0x…` string.
+    pub fn recipient(mut self, recipient: impl IntoAddress) -> Self {
+        self.recipient = Some(recipient.into_address());
+        self
+    }
+
+    /// The TIP-20 token charged (default: the chain's, see [`TempoChain::default_currency`];
+    /// pathUSD on an unknown chain): an [`Address`] or a `0x…` string.
+    pub fn currency(mut self, currency: impl IntoAddress) -> Self {
+        self.currency = Some(currency.into_address());
         self
     }
 
@@ -76,8 +110,8 @@ impl TempoBuilder {
         self
     }
 
-    /// The chain the node must serve; `build` fails if it serves another. Default: whatever
-    /// the node reports.
+    /// The chain the node must serve; `build` fails if it serves another. Default: the
+    /// chosen [`chain`](Self::chain)'s id, else whatever the node reports.
     pub fn chain_id(mut self, chain_id: u64) -> Self {
         self.chain_id = Some(chain_id);
         self
@@ -107,9 +141,17 @@ impl TempoBuilder {
         self
     }
 
-    /// Where replay keys are claimed (required).
+    /// Where replay keys are claimed. Default: the SQLite file [`DEFAULT_STORE_PATH`] (see
+    /// the type's docs); required without the `sqlite` feature.
     pub fn store(mut self, store: Arc<dyn ReplayStore>) -> Self {
         self.store = Some(store);
+        self
+    }
+
+    /// Also trusts the PEM certificate(s) in `pem` for an https node, besides the system
+    /// roots: for a private CA or a self-signed node. May be called more than once.
+    pub fn root_certificate(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.root_certificates.push(pem.into());
         self
     }
 
@@ -125,33 +167,70 @@ impl TempoBuilder {
         self
     }
 
-    /// Connects to the node and reads its chain id, once: every verification compares the
-    /// request's chain with this one. Fails if a configured chain id differs.
+    /// Checks the configuration, connects to the node and reads its chain id, once: every
+    /// verification compares the request's chain with this one. Fails if the node serves
+    /// another chain than the one configured. Opens the default store when none was given.
     pub async fn build(self) -> Result<Tempo, ChargeError> {
-        let missing =
-            |what: &str| ChargeError::Config(format!("Tempo::builder(): {what} is required"));
-        let rpc_url = self.rpc_url.ok_or_else(|| missing("rpc_url"))?;
-        let recipient = self.recipient.ok_or_else(|| missing("recipient"))?;
-        let store = self.store.ok_or_else(|| missing("store"))?;
-        let chain = ChainClient::new(&rpc_url, self.rpc_timeout.unwrap_or(DEFAULT_RPC_TIMEOUT))?;
+        let config = |what: String| ChargeError::Config(format!("Tempo::builder(): {what}"));
+        let address = |field: &str, value: Option<Result<Address, AddressError>>| {
+            value
+                .transpose()
+                .map_err(|e| config(format!("{field}: {e}")))
+        };
+        let recipient = address("recipient", self.recipient)?.ok_or_else(|| {
+            config("recipient is required: .recipient(\"0x…\"), the address that gets paid".into())
+        })?;
+        let currency = address("currency", self.currency)?;
+        let rpc_url = match (self.rpc_url, self.chain) {
+            (Some(url), _) => url,
+            (None, Some(chain)) => chain.rpc_url().to_owned(),
+            (None, None) => {
+                return Err(config(
+                    "rpc_url is required: .rpc_url(\"https://…\"), or .chain(TempoChain::Moderato) \
+                     for a known network's public RPC"
+                        .into(),
+                ));
+            }
+        };
+        let roots: Vec<&[u8]> = self.root_certificates.iter().map(Vec::as_slice).collect();
+        let chain = ChainClient::with_root_certificates(
+            &rpc_url,
+            self.rpc_timeout.unwrap_or(DEFAULT_RPC_TIMEOUT),
+            &roots,
+        )?;
         let node_chain_id = chain.chain_id().await?;
-        if let Some(configured) = self.chain_id
-            && configured != node_chain_id
+        let expected_chain_id = self.chain_id.or(self.chain.map(TempoChain::chain_id));
+        if let Some(expected) = expected_chain_id
+            && expected != node_chain_id
         {
             return Err(ChargeError::Config(format!(
-                "the node at {rpc_url} serves chain {node_chain_id}, not {configured}"
+                "the node at {rpc_url} serves chain {node_chain_id}, not {expected}"
             )));
         }
+        let known_chain = self.chain.or(TempoChain::from_chain_id(node_chain_id));
+        let currency = currency
+            .or(known_chain.map(TempoChain::default_currency))
+            .unwrap_or(PATH_USD);
+        let store = match self.store {
+            Some(store) => store,
+            None => default_store().await?,
+        };
         let supported_modes = self.supported_modes.or_else(|| {
             // The draft forbids hash credentials with feePayer: advertise pull only.
             self.sponsor.as_ref().map(|_| vec![ChargeMode::Pull])
         });
+        tracing::info!(
+            chain_id = node_chain_id,
+            %recipient,
+            %currency,
+            "tempo method ready"
+        );
         Ok(Tempo {
             inner: Arc::new(Inner {
                 chain,
                 chain_id: node_chain_id,
                 recipient,
-                currency: self.currency.unwrap_or(PATH_USD),
+                currency,
                 decimals: self.decimals.unwrap_or(6),
                 memo: self.memo,
                 splits: self.splits,
@@ -162,6 +241,30 @@ impl TempoBuilder {
             }),
         })
     }
+}
+
+/// The store used when none is configured: the SQLite file [`DEFAULT_STORE_PATH`].
+#[cfg(feature = "sqlite")]
+async fn default_store() -> Result<Arc<dyn ReplayStore>, ChargeError> {
+    let store = crate::store::SqliteStore::open(DEFAULT_STORE_PATH).await?;
+    let shown = std::env::current_dir()
+        .map(|dir| dir.join(DEFAULT_STORE_PATH))
+        .unwrap_or_else(|_| DEFAULT_STORE_PATH.into());
+    tracing::info!(
+        path = %shown.display(),
+        "tempo replay store: embedded SQLite (the default; set one with TempoBuilder::store)"
+    );
+    Ok(Arc::new(store))
+}
+
+/// Without the `sqlite` feature there is no embedded default.
+#[cfg(not(feature = "sqlite"))]
+async fn default_store() -> Result<Arc<dyn ReplayStore>, ChargeError> {
+    Err(ChargeError::Config(
+        "Tempo::builder(): store is required: .store(..) (the embedded SQLite default needs \
+         the `sqlite` feature)"
+            .into(),
+    ))
 }
 
 /// The configuration, shared by clones.
@@ -186,7 +289,7 @@ struct Inner {
 /// use mpp_tempo::Tempo;
 /// let tempo = Tempo::builder()
 ///     .rpc_url("http://127.0.0.1:8545")
-///     .recipient("0x742d35Cc6634C0532925a3b844Bc9e7595f8fE00".parse().unwrap())
+///     .recipient("0x742d35Cc6634C0532925a3b844Bc9e7595f8fE00")
 ///     .store(store)
 ///     .build()
 ///     .await?;
@@ -313,7 +416,8 @@ impl Tempo {
         receipt.external_id = settled.external_id.clone();
         Ok(Verified::serve(receipt)
             .with_payer(settled.payer_did().to_string())
-            .with_amount(settled.amount))
+            .with_amount(settled.amount)
+            .with_decimals(self.inner.decimals))
     }
 }
 
@@ -336,9 +440,8 @@ impl Method for Tempo {
         let amount = terms.amount.to_base_units(self.inner.decimals)?;
         let mut request = self.charge_request(amount);
         if let Some(currency) = &terms.currency {
-            request.currency = currency
-                .parse()
-                .map_err(|_| MethodError::config(format!("`{currency}` is not a token address")))?;
+            request.currency = parse_address(currency)
+                .map_err(|e| MethodError::config(format!("currency: {e}")))?;
         }
         request.external_id = terms.external_id.clone();
         request.validate().map_err(MethodError::config)?;

@@ -16,7 +16,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::Duration;
 
 use alloy::primitives::{Address, address};
@@ -264,4 +264,100 @@ pub fn mppx_interop_dir() -> Option<PathBuf> {
     }
     eprintln!("skipping interop test: {message}");
     None
+}
+
+/// A TLS-terminating proxy on loopback in front of a plain-TCP upstream (an [`AnvilNode`]):
+/// an `https://localhost:<port>` RPC with a certificate from a throwaway CA, made fresh for
+/// each proxy. Stops when dropped.
+#[derive(Debug)]
+pub struct TlsProxy {
+    port: u16,
+    ca_pem: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsProxy {
+    /// Generates a CA and a `localhost`/`127.0.0.1` server certificate signed by it, and
+    /// forwards every TLS connection to `127.0.0.1:<upstream_port>`. Needs a tokio runtime.
+    pub async fn start(upstream_port: u16) -> Result<Self, String> {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+        use tokio_rustls::rustls;
+
+        let fail = |what: &str| {
+            let what = what.to_owned();
+            move |e: rcgen::Error| format!("{what}: {e}")
+        };
+        let ca_key = KeyPair::generate().map_err(fail("CA key"))?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(fail("CA"))?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "mpp-tempo test CA");
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(fail("CA cert"))?;
+        let ca = Issuer::new(ca_params, ca_key);
+        let server_key = KeyPair::generate().map_err(fail("server key"))?;
+        let server_params = CertificateParams::new(vec!["localhost".into(), "127.0.0.1".into()])
+            .map_err(fail("server"))?;
+        let server_cert = server_params
+            .signed_by(&server_key, &ca)
+            .map_err(fail("server cert"))?;
+
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS versions: {e}"))?
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![server_cert.der().clone()],
+                rustls::pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+            )
+            .map_err(|e| format!("TLS config: {e}"))?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("bind: {e}"))?;
+        let port = listener
+            .local_addr()
+            .map_err(|e| format!("local addr: {e}"))?
+            .port();
+        let task = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A failed handshake (e.g. a client that does not trust the CA) just
+                    // closes this connection.
+                    let Ok(mut tls) = acceptor.accept(client).await else {
+                        return;
+                    };
+                    let Ok(mut upstream) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream_port)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut upstream).await;
+                });
+            }
+        });
+        Ok(Self {
+            port,
+            ca_pem: ca_cert.pem(),
+            task,
+        })
+    }
+
+    /// The https URL (by host name, so the certificate's name is checked).
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.port)
+    }
+
+    /// The CA certificate that signed the proxy's certificate, PEM.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }

@@ -806,3 +806,31 @@ async fn verification_reads_time_from_the_context() {
     let expected_ms = nanos / 1_000_000 + i128::from(nanos % 1_000_000 != 0);
     assert_eq!(i128::from(stored), expected_ms);
 }
+
+#[tokio::test]
+async fn unfunded_payer_is_told_it_has_no_balance() {
+    let Some(env) = env().await else { return };
+    // A key no dev account funded: no token and no fee token.
+    let signer: PrivateKeySigner =
+        "0x0101010101010101010101010101010101010101010101010101010101010101"
+            .parse()
+            .unwrap();
+    let address = signer.address();
+    let payer = TempoPayer::new(signer, &env.node.rpc_url()).unwrap();
+    let req = env.tempo.charge_request(PRICE);
+    let ch = Challenge::new(&req);
+    let err = payer
+        .pull(ch.as_client(), &TxOptions::default())
+        .await
+        .unwrap_err();
+    let text = err.to_string();
+    println!("unfunded payer: {text}");
+    assert!(
+        matches!(err, mpp_tempo::client::ClientError::InsufficientFunds(_)),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("the payer {address} has 0 base units")),
+        "{text}"
+    );
+}

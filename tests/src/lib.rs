@@ -31,7 +31,7 @@ pub async fn start_paid_api(rpc_url: &str) -> TestApi {
         .expect("sqlite store");
     let tempo = Tempo::builder()
         .rpc_url(rpc_url)
-        .recipient(RECIPIENT.parse().expect("address"))
+        .recipient(RECIPIENT)
         .store(Arc::new(store))
         .build()
         .await
@@ -71,3 +71,82 @@ pub async fn path_usd_balance(rpc_url: &str, owner: &str) -> u128 {
         .expect("balance")
         .to::<u128>()
 }
+
+/// The Bearer token [`start_bearer_paid_api`] requires.
+pub const BEARER_TOKEN: &str = "e2e-bearer-token";
+
+/// Serves `GET /report` at 0.01 pathUSD behind the API's own `Authorization: Bearer
+/// <BEARER_TOKEN>` check (401 without it), with the payment taken in `Payment-Authorization`
+/// (answering `{"tx": <receipt reference>, "payer": <address>}`), against `rpc_url`.
+pub async fn start_bearer_paid_api(rpc_url: &str) -> TestApi {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+
+    async fn require_bearer(
+        req: axum::extract::Request,
+        next: axum::middleware::Next,
+    ) -> axum::response::Response {
+        let expected = format!("Bearer {BEARER_TOKEN}");
+        let authorized = req
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .is_some_and(|v| v.as_bytes() == expected.as_bytes());
+        if authorized {
+            next.run(req).await
+        } else {
+            StatusCode::UNAUTHORIZED.into_response()
+        }
+    }
+
+    let db = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(db.path().join("replay.db"))
+        .await
+        .expect("sqlite store");
+    let tempo = Tempo::builder()
+        .rpc_url(rpc_url)
+        // The dev account's typed address: what the builder takes, whatever form it accepts.
+        .recipient(
+            mpp_tempo::testing::DEV_ACCOUNTS
+                .iter()
+                .find(|a| a.address.to_string().eq_ignore_ascii_case(RECIPIENT))
+                .expect("RECIPIENT is a dev account")
+                .address,
+        )
+        .store(Arc::new(store))
+        .build()
+        .await
+        .expect("tempo method");
+    let mpp = Mpp::new("e2e-bearer-secret-0123456789abcdef")
+        .expect("secret")
+        .method(tempo);
+    let app = Router::new().route(
+        "/report",
+        get(|paid: PaymentReceipt| async move {
+            axum::Json(serde_json::json!({
+                "tx": paid.reference(),
+                "payer": paid.payer_address(),
+            }))
+        })
+        .route_layer(
+            mpp.charge("0.01")
+                .expect("price")
+                .description("One report")
+                .credential_header(mpp_axum::CredentialHeader::PaymentAuthorization),
+        )
+        // Outside the payment: a request without the token never reaches it.
+        .route_layer(axum::middleware::from_fn(require_bearer)),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    TestApi { base, _db: db }
+}
+
+/// The README's code, compiled as a doctest so the first thing a newcomer copies builds.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

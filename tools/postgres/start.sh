@@ -5,6 +5,11 @@
 #   source "${MPP_PG_STATE_DIR:-/tmp/mpp-postgres}/env"    # exports DATABASE_URL etc.
 #   tools/postgres/stop.sh             # stops it and removes its data
 #
+# TLS is on (`ssl=on`) with a certificate for `localhost` and 127.0.0.1 from a throwaway CA
+# generated here with `openssl`; the env file exports the CA's path (MPP_TEST_PG_CA_FILE) and
+# a URL that verifies it (MPP_TEST_DATABASE_TLS_URL, sslmode=verify-full). Plain connections
+# still work. Without `openssl`, the server starts without TLS and those two are not exported.
+#
 # The server listens on 127.0.0.1 only, on a free port (never 5432), with its data in a
 # fresh directory under $MPP_PG_STATE_DIR (default /tmp/mpp-postgres). It runs as the
 # `postgres` system user when this script runs as root (postgres refuses to run as root),
@@ -149,13 +154,38 @@ as_pg "$BINDIR/initdb" -D "$DATA_DIR" -U postgres --pwfile="$PWFILE" \
     }
 rm -f "$PWFILE"
 
+# TLS material: a CA and a server certificate it signs, for the names clients verify.
+TLS_DIR="$STATE_DIR/tls"
+TLS_OPTS=""
+if command -v openssl >/dev/null 2>&1; then
+    mkdir -p "$TLS_DIR"
+    (
+        cd "$TLS_DIR"
+        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=mpp test postgres CA" \
+            -keyout ca.key -out ca.crt >/dev/null 2>&1
+        openssl req -newkey rsa:2048 -nodes -subj "/CN=localhost" \
+            -keyout server.key -out server.csr >/dev/null 2>&1
+        printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n' >server.ext
+        openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 2 \
+            -extfile server.ext -out server.crt >/dev/null 2>&1
+        rm -f ca.key server.csr server.ext ca.srl
+    ) || die "could not generate the TLS certificates with openssl"
+    chown -R "$RUN_USER" "$TLS_DIR"
+    # postgres refuses a key readable by others.
+    chmod 600 "$TLS_DIR/server.key"
+    chmod 644 "$TLS_DIR/ca.crt" "$TLS_DIR/server.crt"
+    TLS_OPTS="-c ssl=on -c ssl_cert_file=$TLS_DIR/server.crt -c ssl_key_file=$TLS_DIR/server.key"
+else
+    log "openssl not found: starting without TLS (the TLS store tests will skip)"
+fi
+
 started=""
 for attempt in 1 2 3 4 5; do
     PORT="${MPP_PG_PORT:-$(pick_port)}" || die "no free port found"
     [[ "$PORT" != "5432" ]] || die "refusing port 5432 (set MPP_PG_PORT to another port)"
     log "starting server on 127.0.0.1:$PORT (attempt $attempt)"
     if as_pg "$BINDIR/pg_ctl" -D "$DATA_DIR" -l "$LOG_FILE" -w -t "$TIMEOUT" \
-        -o "-c listen_addresses=127.0.0.1 -p $PORT -k $SOCK_DIR -c fsync=off -c max_connections=200" \
+        -o "-c listen_addresses=127.0.0.1 -p $PORT -k $SOCK_DIR -c fsync=off -c max_connections=200 $TLS_OPTS" \
         start >/dev/null; then
         started=1
         break
@@ -191,6 +221,12 @@ export DATABASE_URL=$URL
 export MPP_TEST_DATABASE_URL=$URL
 export MPP_PG_STATE_DIR=$STATE_DIR
 ENV
+if [[ -n "$TLS_OPTS" ]]; then
+    cat >>"$ENV_FILE" <<ENV
+export MPP_TEST_PG_CA_FILE=$TLS_DIR/ca.crt
+export MPP_TEST_DATABASE_TLS_URL='postgres://$DB_USER:$PASSWORD@localhost:$PORT/$DB_NAME?sslmode=verify-full&sslrootcert=$TLS_DIR/ca.crt'
+ENV
+fi
 chown "$RUN_USER" "$ENV_FILE"
 # The caller (possibly root) must be able to read it; root can anyway, so keep it private.
 print_env

@@ -5,7 +5,8 @@
 //! a node you run yourself:
 //!
 //! ```text
-//! TEMPO_RPC_URL=http://127.0.0.1:8545 cargo run -p mpp-example-paid-api
+//! MPP_SECRET_KEY=$(openssl rand -base64 32) TEMPO_RPC_URL=http://127.0.0.1:8545 \
+//!     cargo run -p mpp-example-paid-api
 //! ```
 //!
 //! Each feature adds its routes in a module of its own: `fortune` (one-time charges).
@@ -28,10 +29,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let settings = Settings::from_env()?;
-    let tempo = settings.tempo().await?;
-    tracing::info!(chain_id = tempo.chain_id(), recipient = %tempo.recipient(), "tempo method ready");
-
-    let mpp = Mpp::new(&settings.secret)?.method(tempo);
+    let mpp = settings.mpp()?.method(settings.tempo().await?);
     let app = app(&mpp)?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port))
         .await

@@ -194,3 +194,18 @@ async fn a_stopped_node_gives_503_and_never_serves() {
             .contains("nothing was charged")
     );
 }
+
+#[test]
+fn without_a_secret_paid_api_refuses_to_start_and_says_how_to_make_one() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_paid-api"))
+        .env_remove("MPP_SECRET_KEY")
+        .env_remove("MPP_DEMO")
+        .env("PORT", "0")
+        .env("TEMPO_RPC_URL", "http://127.0.0.1:1")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("MPP_SECRET_KEY is not set"), "{stderr}");
+    assert!(stderr.contains("openssl rand -base64 32"), "{stderr}");
+}

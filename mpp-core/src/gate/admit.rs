@@ -15,14 +15,15 @@ use std::borrow::Cow;
 use time::OffsetDateTime;
 
 /// What the transport knows about one request: the realm, the scope challenges are bound to
-/// (HTTP: method and target; MCP: the tool), the bound body, the client's preferences, and
-/// the time (read once from the gate's clock).
+/// (HTTP: method and target; MCP: the tool), the bound body, the client's preferences, the
+/// header the credential travels in (HTTP), and the time (read once from the gate's clock).
 #[derive(Debug, Clone, Copy)]
 pub struct RequestContext<'a> {
     realm: &'a str,
     scope: Option<&'a EncodedJson>,
     body: Option<&'a [u8]>,
     accept: Option<&'a AcceptPayment>,
+    credential_header: Option<&'a str>,
     now: OffsetDateTime,
 }
 
@@ -34,8 +35,18 @@ impl<'a> RequestContext<'a> {
             scope: None,
             body: None,
             accept: None,
+            credential_header: None,
             now,
         }
+    }
+
+    /// The request header credentials must travel in (draft -01 `header` parameter, e.g.
+    /// `Payment-Authorization`): challenges name it, and an echo must name it too.
+    /// `Authorization` is the default and is never named.
+    #[must_use]
+    pub fn credential_header(mut self, header: &'a str) -> Self {
+        self.credential_header = Some(header).filter(|h| !is_default_header(h));
+        self
     }
 
     /// Binds challenges to `scope` (sent as `opaque`), and requires echoes to carry it.
@@ -68,6 +79,11 @@ impl<'a> RequestContext<'a> {
     pub fn now(&self) -> OffsetDateTime {
         self.now
     }
+}
+
+/// `Authorization`: the credential header a challenge names by naming none.
+fn is_default_header(header: &str) -> bool {
+    header.is_empty() || header.eq_ignore_ascii_case("Authorization")
 }
 
 /// A credential the gate checked and its method verified and settled.
@@ -150,6 +166,9 @@ impl PaymentGate {
         if let Some(description) = offer.description() {
             builder = builder.description(description);
         }
+        if let Some(header) = cx.credential_header {
+            builder = builder.header(header);
+        }
         builder.sign(self.secret())
     }
 
@@ -169,13 +188,16 @@ impl PaymentGate {
         let credential = match credential {
             None => {
                 tracing::trace!("no credential: issuing challenges");
+                // One offer: name its price, so a person reading the 402 sees it.
+                let detail = match offers {
+                    [offer] => offer.payment_required_detail(),
+                    _ => None,
+                }
+                .map_or(Cow::Borrowed("Payment is required."), |d| {
+                    Cow::Owned(d.to_owned())
+                });
                 return Err(self
-                    .refuse(
-                        offers,
-                        cx,
-                        ProblemType::PaymentRequired,
-                        "Payment is required.",
-                    )
+                    .refuse(offers, cx, ProblemType::PaymentRequired, detail)
                     .await);
             }
             Some(Err(error)) => {
@@ -212,7 +234,7 @@ impl PaymentGate {
                     method = offer.method_name(),
                     intent = offer.intent(),
                     reference = %Loggable(&verified.receipt.reference),
-                    amount = ?verified.amount,
+                    amount = verified.amount,
                     "payment accepted"
                 );
                 Ok(Admitted {
@@ -276,6 +298,20 @@ impl PaymentGate {
             return Err((
                 invalid,
                 "the challenge was not issued by this server, or was altered",
+            ));
+        }
+        // The HMAC binds the `header` the challenge named; this holds the echo to the header
+        // the credential must come in here (the transport read it from that one).
+        let echoed_header = echo.header.as_deref().filter(|h| !is_default_header(h));
+        let same_header = match (echoed_header, cx.credential_header) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
+            _ => false,
+        };
+        if !same_header {
+            return Err((
+                invalid,
+                "the challenge names another credential header than this route reads",
             ));
         }
         // Pinning: the HMAC proves we issued the echo; this proves we issued it for these

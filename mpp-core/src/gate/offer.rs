@@ -1,8 +1,9 @@
 //! Offers: what a route accepts, one per method and intent, with the terms encoded once.
 
 use super::PaymentGate;
+use crate::amount::DecimalAmount;
 use crate::encoded_json::EncodedJson;
-use crate::method::{Method, PriceTerms};
+use crate::method::{Method, MethodError, PriceTerms};
 use std::fmt;
 use std::ops::Deref;
 use std::sync::{Arc, OnceLock};
@@ -15,6 +16,9 @@ pub struct Offer {
     intent: Arc<str>,
     request: EncodedJson,
     description: Option<Arc<str>>,
+    /// The detail of a 402 when this is the route's only offer, naming its price; written
+    /// once here rather than on every 402.
+    payment_required: Option<Arc<str>>,
 }
 
 impl fmt::Debug for Offer {
@@ -53,6 +57,25 @@ impl Offer {
     pub fn description(&self) -> Option<&str> {
         self.description.as_deref()
     }
+
+    /// "Payment is required: 0.01 (10000 base units).", for a charge whose terms name a
+    /// base-unit `amount`.
+    pub(crate) fn payment_required_detail(&self) -> Option<&str> {
+        self.payment_required.as_deref()
+    }
+}
+
+/// The 402 detail of a charge offer: its price in display and in base units.
+fn payment_required_detail(
+    intent: &str,
+    price: DecimalAmount,
+    request: &EncodedJson,
+) -> Option<Arc<str>> {
+    if intent != "charge" {
+        return None;
+    }
+    let base_units = request.value().get("amount")?.as_str()?;
+    Some(format!("Payment is required: {price} ({base_units} base units).").into())
 }
 
 /// The offers of one route, in method order. Cloning is cheap (shared).
@@ -66,15 +89,28 @@ impl Deref for Offers {
     }
 }
 
-/// Why a route's terms cannot be offered: a configuration error, reported at start-up where
-/// the terms are known then.
+/// Why a route's terms cannot be offered. For fixed terms it is a configuration error,
+/// reported at start-up; for terms computed per request, [`OfferError::Amount`] is about the
+/// computed amount (which a client may have chosen), every other variant about the
+/// configuration.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum OfferError {
     /// No configured method serves the intent.
     #[error("no configured payment method serves the `{0}` intent")]
     NoMethod(String),
-    /// A method cannot express the terms (e.g. more decimals than the currency has).
+    /// A method cannot express this amount (e.g. more decimals than the currency has, or too
+    /// large), though it can offer the same terms at an amount of 1.
+    #[error("{method}: {reason}")]
+    Amount {
+        /// The method id.
+        method: String,
+        /// The amount that cannot be offered.
+        amount: DecimalAmount,
+        /// Why.
+        reason: String,
+    },
+    /// A method cannot express the terms (e.g. a currency it does not know).
     #[error("{method}: {reason}")]
     Method {
         /// The method id.
@@ -110,11 +146,14 @@ impl PaymentGate {
                 method: method.name().to_owned(),
                 reason,
             };
-            let request = method.request(terms).map_err(|e| failed(e.to_string()))?;
+            let request = method
+                .request(terms)
+                .map_err(|e| refused(method.as_ref(), terms, &e))?;
             let request = EncodedJson::from_value(request).map_err(|e| failed(e.to_string()))?;
             offers.push(Offer {
                 method: method.clone(),
                 intent: intent.clone(),
+                payment_required: payment_required_detail(&intent, terms.amount, &request),
                 request,
                 description: description.clone(),
             });
@@ -123,6 +162,36 @@ impl PaymentGate {
             return Err(OfferError::NoMethod(terms.intent.clone()));
         }
         Ok(Offers(offers.into()))
+    }
+}
+
+/// Why `method` refused `terms`: the amount's fault when the same terms at an amount of 1
+/// are fine (methods say why only in text, so the gate asks again rather than guess).
+fn refused(method: &dyn Method, terms: &PriceTerms, error: &MethodError) -> OfferError {
+    let one = DecimalAmount::from_base_units(1, 0);
+    let amount_at_fault = terms.amount != one && {
+        let probe = PriceTerms {
+            amount: one,
+            ..terms.clone()
+        };
+        method.request(&probe).is_ok()
+    };
+    if amount_at_fault {
+        OfferError::Amount {
+            method: method.name().to_owned(),
+            amount: terms.amount,
+            // The method's own words, without the "configuration error" framing: the amount
+            // was computed per request.
+            reason: match error {
+                MethodError::Config(reason) => reason.clone(),
+                other => other.to_string(),
+            },
+        }
+    } else {
+        OfferError::Method {
+            method: method.name().to_owned(),
+            reason: error.to_string(),
+        }
     }
 }
 

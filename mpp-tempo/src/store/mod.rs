@@ -23,21 +23,27 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mpp_core::BoxFuture;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 use sqlx::migrate::Migrator;
 use time::OffsetDateTime;
 
 pub mod memory;
+#[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
 pub use postgres::PgStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 /// The table both SQL stores track their migrations in (instead of `_sqlx_migrations`).
 pub const MIGRATIONS_TABLE: &str = "_mpp_tempo_migrations";
 
 /// `migrator` tracked in [`MIGRATIONS_TABLE`].
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 fn with_own_table(mut migrator: Migrator) -> Migrator {
     migrator.dangerous_set_table_name(MIGRATIONS_TABLE);
     migrator
@@ -64,12 +70,14 @@ impl StoreError {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
         Self(Box::new(error))
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(error: sqlx::migrate::MigrateError) -> Self {
         Self(Box::new(error))
@@ -121,6 +129,7 @@ pub(crate) fn now_unix_ms() -> i64 {
     i64::try_from(nanos.div_euclid(1_000_000)).unwrap_or(i64::MAX)
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Maps the row count of the claim upsert: 1 = inserted or took over an expired row,
 /// 0 = a live claim exists. Anything else is impossible with a primary key; fail closed.
 pub(crate) fn claim_from_rows(rows: u64) -> Result<Claim, StoreError> {
@@ -133,6 +142,7 @@ pub(crate) fn claim_from_rows(rows: u64) -> Result<Claim, StoreError> {
     }
 }
 
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Runs a store operation with a deadline; running out of time is a [`StoreError`].
 pub(crate) async fn with_deadline<T>(
     timeout: Duration,

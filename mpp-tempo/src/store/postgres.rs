@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use mpp_core::BoxFuture;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use time::OffsetDateTime;
 
 use super::{
@@ -51,14 +51,46 @@ pub struct PgStore {
 
 impl PgStore {
     /// Connects to `url` (`postgres://user:pass@host:port/db`) and brings the schema up to
-    /// date. Fails if the database cannot be reached.
+    /// date. Fails if the database cannot be reached; the error names the host, not the
+    /// password.
+    ///
+    /// TLS follows the URL's `sslmode`, as with libpq: `require` encrypts without checking the
+    /// certificate, `verify-ca` checks it against the roots, `verify-full` also checks the
+    /// host name. The roots are the system's (`SSL_CERT_FILE` works) plus `sslrootcert=<path>`
+    /// from the URL, or see [`PgStore::connect_with_root_certificate`].
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = parse_url(url)?;
+        Self::connect_with(options).await
+    }
+
+    /// [`PgStore::connect`], also trusting the PEM certificate(s) `pem` (e.g. a managed
+    /// database's CA bundle) for `sslmode=verify-ca` / `verify-full`.
+    pub async fn connect_with_root_certificate(
+        url: &str,
+        pem: impl Into<Vec<u8>>,
+    ) -> Result<Self, StoreError> {
+        let options = parse_url(url)?.ssl_root_cert_from_pem(pem.into());
+        Self::connect_with(options).await
+    }
+
+    /// Connects with sqlx's `options` (TLS mode, root certificate, client certificate, ...)
+    /// and brings the schema up to date.
+    pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        // Host, port and database name only: the options also hold the password.
+        let target = format!(
+            "{}:{}/{}",
+            options.get_host(),
+            options.get_port(),
+            options.get_database().unwrap_or("")
+        );
+        let at_target = |e: StoreError| StoreError::new(format!("Postgres at {target}: {}", e.0));
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(url)
-            .await?;
-        Self::from_pool(pool).await
+            .connect_with(options)
+            .await
+            .map_err(|e| at_target(e.into()))?;
+        Self::from_pool(pool).await.map_err(at_target)
     }
 
     /// Wraps an existing pool and brings the schema up to date.
@@ -151,4 +183,14 @@ impl ReplayStore for PgStore {
             },
         ))
     }
+}
+
+/// Parses a `postgres://` URL; the error shows neither the URL nor its password.
+fn parse_url(url: &str) -> Result<PgConnectOptions, StoreError> {
+    url.parse::<PgConnectOptions>().map_err(|e| {
+        StoreError::new(format!(
+            "the Postgres URL is not valid (expected postgres://user:password@host:port/database\
+             [?sslmode=verify-full]): {e}"
+        ))
+    })
 }

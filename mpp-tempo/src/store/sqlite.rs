@@ -65,13 +65,37 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(BUSY_TIMEOUT)
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(DEFAULT_OPERATION_TIMEOUT)
-            .connect_with(options)
-            .await?;
+        let in_path = |e: StoreError| {
+            StoreError::new(format!(
+                "SQLite database `{}`: {}",
+                path.as_ref().display(),
+                e.0
+            ))
+        };
+        // Switching a fresh file to WAL takes an exclusive lock that the busy timeout does
+        // not cover: two processes opening it at once can get SQLITE_BUSY; retry that.
+        const ATTEMPTS: u32 = 5;
+        let mut attempt = 1;
+        let pool = loop {
+            match SqlitePoolOptions::new()
+                .max_connections(MAX_CONNECTIONS)
+                .acquire_timeout(DEFAULT_OPERATION_TIMEOUT)
+                .connect_with(options.clone())
+                .await
+            {
+                Ok(pool) => break pool,
+                Err(sqlx::Error::Database(e))
+                    if attempt < ATTEMPTS && e.code().as_deref() == Some("5") =>
+                {
+                    tracing::debug!(error = %e, attempt, "SQLite busy while opening; retrying");
+                    tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+                    attempt += 1;
+                }
+                Err(e) => return Err(in_path(e.into())),
+            }
+        };
         tracing::debug!(path = %path.as_ref().display(), "opened SQLite replay store");
-        Self::from_pool(pool).await
+        Self::from_pool(pool).await.map_err(in_path)
     }
 
     /// A private in-memory database (for tests). It lives as long as this store and its
