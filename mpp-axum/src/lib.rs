@@ -9,29 +9,32 @@
 //! runs the handler and adds `Payment-Receipt`. Failures get a fresh challenge and a problem
 //! whose `type` says why; an unreachable node or database gets `503`, never a free pass.
 //!
-//! ```
+//! ```no_run
 //! use axum::{Router, routing::get};
 //! use mpp_axum::{Mpp, PaymentReceipt};
+//! use mpp_tempo::{Tempo, TempoChain};
 //!
 //! async fn fortune(paid: PaymentReceipt) -> String {
 //!     format!("Fortune favours the bold (tx {})", paid.reference())
 //! }
 //!
-//! # fn main() -> Result<(), mpp_axum::ConfigError> {
-//! // In an application the method is Tempo's, built against a node:
-//! // let tempo = mpp_tempo::Tempo::builder().rpc_url(rpc).recipient(recipient)
-//! //     .store(Arc::new(store)).build().await?;
-//! # // A Tempo node is not available in doctests: the in-process `TestMethod` of
-//! # // `mpp_core::testing` stands in for the Tempo method.
-//! # let tempo = mpp_core::testing::TestMethod::new("tempo");
-//! let mpp = Mpp::new("an-hmac-secret-of-at-least-32-bytes")?.method(tempo);
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let tempo = Tempo::builder()
+//!     .chain(TempoChain::Moderato)
+//!     .recipient("0x70997970C51812dc3A010C7d01b50e0d17dc79C8")
+//!     .build() // connects to the node; replay keys in ./mpp-tempo.db
+//!     .await?;
+//! let mpp = Mpp::from_env()?.method(tempo); // MPP_SECRET_KEY
 //! let app: Router = Router::new()
 //!     // Checked now: a price the methods cannot offer is an error at start-up.
 //!     .route("/fortune", get(fortune).route_layer(mpp.charge("0.01")?))
 //!     .route("/health", get(|| async { "ok" }))
 //!     .layer(mpp.layer());
-//! # Ok(()) }
+//! # let _ = app; Ok(()) }
 //! ```
+//!
+//! The examples below use `mpp_core::testing::TestMethod`, an in-process method, so that
+//! they run without a node.
 //!
 //! ## `route_layer`, not `layer`, on a method router
 //!
