@@ -119,6 +119,9 @@
 //! is [`mpp_core::gate`], which this crate adapts to HTTP (`gate.rs`: realm, scope,
 //! `Accept-Payment`, body digest, the credential header).
 
+#[macro_use]
+mod macros;
+
 mod body;
 mod charge;
 mod config;

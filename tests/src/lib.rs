@@ -3,11 +3,12 @@
 //! examples), backed by a real local Tempo node and a SQLite file.
 
 // Test support: a failed setup step is a failed test.
-#![allow(clippy::expect_used)]
+#![allow(clippy::expect_used, clippy::panic)]
 
 use axum::Router;
 use axum::routing::get;
 use mpp_axum::{Mpp, PaymentReceipt};
+use mpp_core::Receipt;
 use mpp_tempo::Tempo;
 use mpp_tempo::store::SqliteStore;
 use std::sync::Arc;
@@ -22,9 +23,9 @@ pub struct TestApi {
     _db: tempfile::TempDir,
 }
 
-/// Serves `GET /fortune` at 0.01 pathUSD (answering `{"tx": <receipt reference>}`) and a free
-/// `GET /health`, against `rpc_url`.
-pub async fn start_paid_api(rpc_url: &str) -> TestApi {
+/// The Tempo method against `rpc_url`, paying [`RECIPIENT`], with its replay keys in a SQLite
+/// file of a fresh temporary directory (kept by the returned [`TestApi`]).
+async fn tempo_method(rpc_url: &str) -> (Tempo, tempfile::TempDir) {
     let db = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(db.path().join("replay.db"))
         .await
@@ -36,6 +37,25 @@ pub async fn start_paid_api(rpc_url: &str) -> TestApi {
         .build()
         .await
         .expect("tempo method");
+    (tempo, db)
+}
+
+/// Serves `app` on a free loopback port for the rest of the test runtime.
+async fn serve(app: Router, db: tempfile::TempDir) -> TestApi {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    TestApi { base, _db: db }
+}
+
+/// Serves `GET /fortune` at 0.01 pathUSD (answering `{"tx": <receipt reference>}`) and a free
+/// `GET /health`, against `rpc_url`.
+pub async fn start_paid_api(rpc_url: &str) -> TestApi {
+    let (tempo, db) = tempo_method(rpc_url).await;
     let mpp = Mpp::new("e2e-interop-secret-0123456789abcdef")
         .expect("secret")
         .method(tempo);
@@ -53,14 +73,32 @@ pub async fn start_paid_api(rpc_url: &str) -> TestApi {
         )
         .route("/health", get(|| async { "ok" }))
         .layer(mpp.layer());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    TestApi { base, _db: db }
+    serve(app, db).await
+}
+
+/// Checks that `response` is a paid 200 from one of these APIs (a Tempo `Payment-Receipt`,
+/// `Cache-Control: private`, a body naming the receipt's transaction) and returns the receipt
+/// and the body.
+pub async fn paid_response(response: reqwest::Response) -> (Receipt, serde_json::Value) {
+    let status = response.status();
+    if status != 200 {
+        let headers = format!("{:?}", response.headers());
+        panic!(
+            "{status} {headers} {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let receipt = response
+        .headers()
+        .get("payment-receipt")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Receipt::from_header_value(v).ok())
+        .expect("a Payment-Receipt");
+    assert_eq!(receipt.method, "tempo");
+    assert_eq!(response.headers()["cache-control"], "private");
+    let body: serde_json::Value = response.json().await.expect("a JSON body");
+    assert_eq!(body["tx"], receipt.reference.as_str());
+    (receipt, body)
 }
 
 /// The pathUSD balance of `owner`, in base units.
@@ -98,24 +136,7 @@ pub async fn start_bearer_paid_api(rpc_url: &str) -> TestApi {
         }
     }
 
-    let db = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(db.path().join("replay.db"))
-        .await
-        .expect("sqlite store");
-    let tempo = Tempo::builder()
-        .rpc_url(rpc_url)
-        // The dev account's typed address: what the builder takes, whatever form it accepts.
-        .recipient(
-            mpp_tempo::testing::DEV_ACCOUNTS
-                .iter()
-                .find(|a| a.address.to_string().eq_ignore_ascii_case(RECIPIENT))
-                .expect("RECIPIENT is a dev account")
-                .address,
-        )
-        .store(Arc::new(store))
-        .build()
-        .await
-        .expect("tempo method");
+    let (tempo, db) = tempo_method(rpc_url).await;
     let mpp = Mpp::new("e2e-bearer-secret-0123456789abcdef")
         .expect("secret")
         .method(tempo);
@@ -136,14 +157,7 @@ pub async fn start_bearer_paid_api(rpc_url: &str) -> TestApi {
         // Outside the payment: a request without the token never reaches it.
         .route_layer(axum::middleware::from_fn(require_bearer)),
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    TestApi { base, _db: db }
+    serve(app, db).await
 }
 
 /// The README's code, compiled as a doctest so the first thing a newcomer copies builds.

@@ -5,8 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use mpp::client::{Fetch as _, TempoProvider};
-use mpp_core::Receipt;
-use mpp_e2e_tests::{RECIPIENT, path_usd_balance, start_paid_api};
+use mpp_e2e_tests::{RECIPIENT, paid_response, path_usd_balance, start_paid_api};
 use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS};
 use std::time::Instant;
 
@@ -33,18 +32,7 @@ async fn the_mpp_crate_pays_our_charge() {
         .await
         .unwrap();
     eprintln!("mpp crate payment: {:?}", started.elapsed());
-    let status = response.status();
-    if status != 200 {
-        let headers = format!("{:?}", response.headers());
-        panic!("{status} {headers} {}", response.text().await.unwrap());
-    }
-    let receipt =
-        Receipt::from_header_value(response.headers()["payment-receipt"].to_str().unwrap())
-            .unwrap();
-    assert_eq!(receipt.method, "tempo");
-    assert_eq!(response.headers()["cache-control"], "private");
-    let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["tx"], receipt.reference.as_str());
+    paid_response(response).await;
     assert_eq!(
         path_usd_balance(&node.rpc_url(), RECIPIENT).await,
         before + 10_000

@@ -1,6 +1,6 @@
 //! Issuing bound challenges and admitting credentials: the gate's two operations.
 
-use super::refusal::Loggable;
+use super::refusal::{Detail, Loggable};
 use super::{Offer, PaymentGate, Refusal};
 use crate::accept_payment::AcceptPayment;
 use crate::binding::BindingSlots;
@@ -11,7 +11,6 @@ use crate::encoded_json::EncodedJson;
 use crate::expiry::{format_timestamp, parse_timestamp};
 use crate::method::{MethodError, PrepareContext, Verified, VerifyContext};
 use crate::problem::ProblemType;
-use std::borrow::Cow;
 use time::OffsetDateTime;
 
 /// What the transport knows about one request: the realm, the scope challenges are bound to
@@ -193,8 +192,8 @@ impl PaymentGate {
                     [offer] => offer.payment_required_detail(),
                     _ => None,
                 }
-                .map_or(Cow::Borrowed("Payment is required."), |d| {
-                    Cow::Owned(d.to_owned())
+                .map_or(Detail::from("Payment is required."), |d| {
+                    Detail::Shared(d.clone())
                 });
                 return Err(self
                     .refuse(offers, cx, ProblemType::PaymentRequired, detail)
@@ -262,7 +261,7 @@ impl PaymentGate {
         offers: &[Offer],
         cx: &RequestContext<'_>,
         problem: ProblemType,
-        detail: impl Into<Cow<'static, str>>,
+        detail: impl Into<Detail>,
     ) -> Refusal {
         let challenges = if problem.carries_challenge() {
             match self.challenges(offers, cx).await {
@@ -272,7 +271,7 @@ impl PaymentGate {
         } else {
             Vec::new()
         };
-        Refusal::problem(problem, detail, challenges)
+        Refusal::with_detail(problem, detail.into(), challenges)
     }
 
     /// The checks that need no method work. Order matters for the problem type reported.

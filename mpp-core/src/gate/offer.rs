@@ -60,8 +60,8 @@ impl Offer {
 
     /// "Payment is required: 0.01 (10000 base units).", for a charge whose terms name a
     /// base-unit `amount`.
-    pub(crate) fn payment_required_detail(&self) -> Option<&str> {
-        self.payment_required.as_deref()
+    pub(crate) fn payment_required_detail(&self) -> Option<&Arc<str>> {
+        self.payment_required.as_ref()
     }
 }
 

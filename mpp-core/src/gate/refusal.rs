@@ -7,6 +7,8 @@ use crate::problem::{PROBLEM_BASE_URI, Problem, ProblemType};
 use serde::Serialize;
 use std::borrow::Cow;
 use std::fmt;
+use std::ops::Deref;
+use std::sync::Arc;
 
 /// Why a request was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,8 +34,38 @@ const MISCONFIGURED_DETAIL: &str = "The server's payment configuration cannot se
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refusal {
     reason: RefusalReason,
-    detail: Cow<'static, str>,
+    detail: Detail,
     challenges: Vec<Challenge>,
+}
+
+/// A refusal's public text: fixed, written for this request, or shared with the offer that
+/// keeps it (a route's "Payment is required: 0.01 ..." is written once, not per 402).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Detail {
+    Text(Cow<'static, str>),
+    Shared(Arc<str>),
+}
+
+impl Deref for Detail {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Self::Text(text) => text,
+            Self::Shared(text) => text,
+        }
+    }
+}
+
+impl From<&'static str> for Detail {
+    fn from(text: &'static str) -> Self {
+        Self::Text(Cow::Borrowed(text))
+    }
+}
+
+impl From<String> for Detail {
+    fn from(text: String) -> Self {
+        Self::Text(Cow::Owned(text))
+    }
 }
 
 impl Refusal {
@@ -44,6 +76,14 @@ impl Refusal {
         detail: impl Into<Cow<'static, str>>,
         challenges: Vec<Challenge>,
     ) -> Self {
+        Self::with_detail(problem, Detail::Text(detail.into()), challenges)
+    }
+
+    pub(crate) fn with_detail(
+        problem: ProblemType,
+        detail: Detail,
+        challenges: Vec<Challenge>,
+    ) -> Self {
         let challenges = if problem.carries_challenge() {
             challenges
         } else {
@@ -51,7 +91,7 @@ impl Refusal {
         };
         Self {
             reason: RefusalReason::Problem(problem),
-            detail: detail.into(),
+            detail,
             challenges,
         }
     }
@@ -60,7 +100,7 @@ impl Refusal {
     pub fn unavailable() -> Self {
         Self {
             reason: RefusalReason::Unavailable,
-            detail: Cow::Borrowed(UNAVAILABLE_DETAIL),
+            detail: UNAVAILABLE_DETAIL.into(),
             challenges: Vec::new(),
         }
     }
@@ -69,7 +109,7 @@ impl Refusal {
     pub fn misconfigured() -> Self {
         Self {
             reason: RefusalReason::Misconfigured,
-            detail: Cow::Borrowed(MISCONFIGURED_DETAIL),
+            detail: MISCONFIGURED_DETAIL.into(),
             challenges: Vec::new(),
         }
     }
