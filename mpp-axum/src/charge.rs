@@ -8,7 +8,7 @@
 use crate::body::PaymentBody;
 use crate::config::{ConfigError, Mpp};
 use crate::future::ResponseFuture;
-use crate::gate::{BoxError, CredentialHeader, Paid, PaidRoute, request_path};
+use crate::gate::{BoxError, CredentialHeader, Held, Paid, PaidRoute, request_path};
 use crate::pricing::{Price, PriceError, PriceOptions};
 use crate::receipt::PaymentReceipt;
 use crate::response::{attach_receipt, refusal_response};
@@ -217,6 +217,18 @@ impl ChargeLayer {
         self
     }
 
+    /// Takes the money before the handler runs instead of after it has answered with
+    /// success: for handlers with side effects that must not run unpaid (sending an email,
+    /// starting a job). The default, charge on success, verifies and holds the payment before
+    /// the handler and settles it only for a 2xx answer, so a failed request (a 404, a 405
+    /// from the method router, a handler error) takes no money. Settled first, a payment
+    /// whose handler then fails stays redeemable: the same credential, sent again within the
+    /// challenge's lifetime, is served without a second charge.
+    pub fn settle_first(mut self) -> Self {
+        self.route.settle_first = true;
+        self
+    }
+
     /// The fixed terms of this layer (`None` for a price computed per request).
     pub fn terms(&self) -> Option<&PriceTerms> {
         self.route.price.terms()
@@ -301,6 +313,7 @@ where
         mut parts,
         body,
         admitted,
+        mut held,
     } = match route.admit(req).await {
         Ok(paid) => paid,
         Err(response) => return Ok(response.map(PaymentBody::layer)),
@@ -308,18 +321,49 @@ where
     let receipt = admitted.verified.receipt.clone();
     match admitted.verified.disposition {
         Disposition::Serve => {
-            parts.extensions.insert(PaymentReceipt::from(admitted));
-            let mut response = inner.call(Request::from_parts(parts, body)).await?;
-            if response.status().is_success() {
-                attach_receipt(response.headers_mut(), &receipt);
-            } else {
-                // Settled but the handler failed: receipts only go on 2xx responses.
-                tracing::warn!(status = %response.status(), reference = %receipt.reference, "paid request answered with an error");
+            if route.settle_first
+                && let Some(pending) = &mut held
+                && let Err(refusal) = pending.settle().await
+            {
+                finish(held, false).await;
+                return Ok(refusal.map(PaymentBody::layer));
             }
+            parts.extensions.insert(PaymentReceipt::from(admitted));
+            let mut response = match inner.call(Request::from_parts(parts, body)).await {
+                Ok(response) => response,
+                Err(e) => {
+                    finish(held, false).await;
+                    return Err(e);
+                }
+            };
+            if !response.status().is_success() {
+                // No money for a failure (a 405 from the method router's fallback, a 404,
+                // a handler error): a held payment is released; one settled first stays
+                // redeemable by the same credential.
+                tracing::info!(status = %response.status(), reference = %receipt.reference, "paid request not answered with success; no receipt");
+                finish(held, false).await;
+                return Ok(response.map(PaymentBody::inner));
+            }
+            if let Some(pending) = &mut held
+                && let Err(refusal) = pending.settle().await
+            {
+                // The answer is withheld: content is never handed over unpaid.
+                finish(held, false).await;
+                return Ok(refusal.map(PaymentBody::layer));
+            }
+            finish(held, true).await;
+            attach_receipt(response.headers_mut(), &receipt);
             Ok(response.map(PaymentBody::inner))
         }
         // The method answered the request itself (e.g. a session top-up).
         Disposition::Respond(status) => {
+            if let Some(pending) = &mut held
+                && let Err(refusal) = pending.settle().await
+            {
+                finish(held, false).await;
+                return Ok(refusal.map(PaymentBody::layer));
+            }
+            finish(held, true).await;
             let mut response = Response::new(Full::new(Bytes::new()));
             *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::NO_CONTENT);
             attach_receipt(response.headers_mut(), &receipt);
@@ -328,7 +372,15 @@ where
         other => {
             // A disposition from a newer method this layer cannot honour: never serve.
             tracing::error!(disposition = ?other, "payment method asked for an unknown disposition");
+            finish(held, false).await;
             Ok(refusal_response(&Refusal::misconfigured()).map(PaymentBody::layer))
         }
+    }
+}
+
+/// Ends a held payment, if there is one.
+async fn finish(held: Option<Held>, served: bool) {
+    if let Some(held) = held {
+        held.finish(served).await;
     }
 }

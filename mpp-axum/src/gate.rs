@@ -15,7 +15,8 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use mpp_core::accept_payment::AcceptPayment;
 use mpp_core::credential::CredentialError;
-use mpp_core::gate::{Admitted, Refusal, RequestContext};
+use mpp_core::gate::{Admitted, Offers, Refusal, RequestContext};
+use mpp_core::method::Settlement;
 use mpp_core::{Credential, EncodedJson};
 use serde_json::{Map, Value};
 use std::borrow::Cow;
@@ -88,14 +89,64 @@ pub(crate) struct PaidRoute {
     pub(crate) mpp: Option<Mpp>,
     /// The route's own choice; `None` follows the configuration's.
     pub(crate) credential_header: Option<CredentialHeader>,
+    /// Settle a held payment before the inner service runs, not after its success.
+    pub(crate) settle_first: bool,
     scope: Arc<OnceLock<RouteScope>>,
 }
 
-/// A request that was admitted: its parts and body to hand on, and what was paid.
+/// A request that was admitted: its parts and body to hand on, what was paid, and the
+/// payment the method still holds (charge on success), if any.
 pub(crate) struct Paid<B> {
     pub(crate) parts: Parts,
     pub(crate) body: B,
     pub(crate) admitted: Admitted,
+    pub(crate) held: Option<Held>,
+}
+
+/// A payment the method verified and holds until [`Held::settle`]: with what a refusal at
+/// that point needs (fresh challenges bound to this request), owned, since the request
+/// itself has gone to the handler by then.
+pub(crate) struct Held {
+    settlement: Settlement,
+    credential: Credential,
+    mpp: Mpp,
+    offers: Offers,
+    realm: String,
+    scope: EncodedJson,
+    accept: Option<AcceptPayment>,
+    body: Option<Bytes>,
+    credential_header: Option<&'static str>,
+    settled: bool,
+}
+
+impl Held {
+    /// Takes the money (once; later calls do nothing): `Err` is the refusal to send instead
+    /// of the handler's answer.
+    pub(crate) async fn settle(&mut self) -> Result<(), Response<Full<Bytes>>> {
+        if self.settled {
+            return Ok(());
+        }
+        let gate = self.mpp.gate();
+        let mut cx = RequestContext::new(&self.realm, gate.now())
+            .scope(&self.scope)
+            .accept(self.accept.as_ref());
+        if let Some(name) = self.credential_header {
+            cx = cx.credential_header(name);
+        }
+        if let Some(bytes) = &self.body {
+            cx = cx.body(bytes);
+        }
+        gate.settle(&self.offers, &mut self.settlement, &self.credential, &cx)
+            .await
+            .map_err(|refusal| refusal_response(&refusal))?;
+        self.settled = true;
+        Ok(())
+    }
+
+    /// Ends the request; `served`: a 2xx answer for this payment is going out.
+    pub(crate) async fn finish(self, served: bool) {
+        self.settlement.finish(served).await;
+    }
 }
 
 impl PaidRoute {
@@ -105,6 +156,7 @@ impl PaidRoute {
             body_limit: None,
             mpp: None,
             credential_header: None,
+            settle_first: false,
             scope: Arc::new(OnceLock::new()),
         }
     }
@@ -178,11 +230,26 @@ impl PaidRoute {
             cx = cx.body(bytes);
         }
         match gate.admit(&offers, credential(&parts, header), &cx).await {
-            Ok(admitted) => Ok(Paid {
-                parts,
-                body,
-                admitted,
-            }),
+            Ok(mut admitted) => {
+                let held = admitted.verified.settlement.take().map(|settlement| Held {
+                    settlement,
+                    credential: admitted.credential.clone(),
+                    mpp: mpp.clone(),
+                    offers: offers.clone(),
+                    realm: realm.into_owned(),
+                    scope,
+                    accept,
+                    body: buffered,
+                    credential_header: header.challenge_parameter(),
+                    settled: false,
+                });
+                Ok(Paid {
+                    parts,
+                    body,
+                    admitted,
+                    held,
+                })
+            }
             Err(refusal) => Err(refusal_response(&refusal)),
         }
     }

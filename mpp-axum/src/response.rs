@@ -81,28 +81,52 @@ pub(crate) fn attach_receipt(headers: &mut HeaderMap, receipt: &Receipt) {
     merge_private(headers);
 }
 
+/// Makes the handler's `Cache-Control` private: adds `private` once, and drops `public` and
+/// `s-maxage`, which contradict it and would let a lax shared cache serve paid content to
+/// unpaid requests (RFC 9111 §3.5). Other directives (`max-age`, `no-store`, ...) stay.
 fn merge_private(headers: &mut HeaderMap) {
-    let existing: Vec<String> = headers
-        .get_all(CACHE_CONTROL)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .collect();
-    let already_private = existing.iter().any(|v| {
-        v.split(',')
-            .any(|d| d.trim().eq_ignore_ascii_case("private"))
-    });
-    if already_private {
-        return;
+    let mut directives: Vec<String> = Vec::new();
+    for value in headers.get_all(CACHE_CONTROL).iter() {
+        if let Ok(value) = value.to_str() {
+            directives.extend(split_directives(value).map(str::to_owned));
+        }
     }
-    let merged = if existing.is_empty() {
-        "private".to_owned()
-    } else {
-        format!("{}, private", existing.join(", "))
-    };
-    if let Ok(value) = HeaderValue::from_str(&merged) {
+    directives.retain(|d| !is_shared_cache_directive(d));
+    if !directives.iter().any(|d| d.eq_ignore_ascii_case("private")) {
+        directives.push("private".to_owned());
+    }
+    if let Ok(value) = HeaderValue::from_str(&directives.join(", ")) {
         headers.insert(CACHE_CONTROL, value);
     }
+}
+
+/// `public` and `s-maxage`: the directives that let a shared cache store the response.
+fn is_shared_cache_directive(directive: &str) -> bool {
+    let name = directive.split('=').next().unwrap_or_default().trim();
+    name.eq_ignore_ascii_case("public") || name.eq_ignore_ascii_case("s-maxage")
+}
+
+/// The trimmed, non-empty directives of a `Cache-Control` value. Commas inside quoted
+/// arguments (`no-cache="a, b"`) do not split.
+fn split_directives(value: &str) -> impl Iterator<Item = &str> {
+    let mut quoted = false;
+    let mut escaped = false;
+    let mut start = 0;
+    let mut parts = Vec::new();
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            ',' if !quoted => {
+                parts.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&value[start..]);
+    parts.into_iter().map(str::trim).filter(|d| !d.is_empty())
 }
 
 #[cfg(test)]
@@ -120,6 +144,39 @@ mod tests {
         h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
         merge_private(&mut h);
         assert_eq!(h[CACHE_CONTROL], "no-store, private");
+    }
+
+    #[test]
+    fn private_drops_what_lets_shared_caches_store() {
+        let merged = |values: &[&'static str]| {
+            let mut h = HeaderMap::new();
+            for v in values {
+                h.append(CACHE_CONTROL, HeaderValue::from_static(v));
+            }
+            merge_private(&mut h);
+            assert_eq!(h.get_all(CACHE_CONTROL).iter().count(), 1);
+            h[CACHE_CONTROL].to_str().unwrap().to_owned()
+        };
+        assert_eq!(
+            merged(&["public, max-age=60, s-maxage=120"]),
+            "max-age=60, private"
+        );
+        assert_eq!(
+            merged(&["Public", "S-MaxAge = 5, no-transform"]),
+            "no-transform, private"
+        );
+        // Already private, but also public: still cleaned.
+        assert_eq!(merged(&["public, private"]), "private");
+        // A quoted argument is one directive, even with a comma (or `public`) inside.
+        assert_eq!(
+            merged(&[r#"no-cache="public, x", max-age=1"#]),
+            r#"no-cache="public, x", max-age=1, private"#
+        );
+        // `private="field"` only hides that field: the response still needs `private`.
+        assert_eq!(
+            merged(&[r#"private="set-cookie""#]),
+            r#"private="set-cookie", private"#
+        );
     }
 
     #[test]

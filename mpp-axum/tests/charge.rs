@@ -1272,3 +1272,124 @@ async fn cors_allows_payment_authorization() {
         "{allowed}"
     );
 }
+
+#[tokio::test]
+async fn a_paid_response_is_private_and_never_public() {
+    let mpp = Mpp::new(SECRET).unwrap().method(TestMethod::new("test"));
+    let router = Router::new()
+        .route(
+            "/cached",
+            get(|| async {
+                (
+                    [(
+                        http::header::CACHE_CONTROL,
+                        "public, max-age=60, s-maxage=120",
+                    )],
+                    "paid content",
+                )
+            })
+            .route_layer(charge("0.01")),
+        )
+        .layer(mpp.layer());
+    let reply = send_router(&router, get_req("/cached", None)).await;
+    let challenge = reply.challenges().remove(0);
+    let reply = send_router(
+        &router,
+        get_req("/cached", Some(&pay(&challenge, json!({"pay": "cc1"})))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.headers["cache-control"], "max-age=60, private");
+}
+
+/// `issued`, signed again with `secret` and another `expires`.
+fn resigned(issued: &Challenge, secret: &str, expires: &str) -> Challenge {
+    Challenge::builder_encoded(&issued.realm, "test", "charge", issued.request.clone())
+        .expires(expires)
+        .opaque(issued.opaque.clone().unwrap())
+        .sign(&mpp_core::ChallengeSecret::new(secret).unwrap())
+}
+
+#[tokio::test]
+async fn a_challenge_expiring_beyond_the_maximum_lifetime_is_refused() {
+    let app = app();
+    let issued = challenge_for(&app, "/fortune").await;
+    // The real secret, route and terms: only the expiry is one this server never issues.
+    let forever = resigned(&issued, SECRET, "2099-01-01T00:00:00.000Z");
+    let reply = send(
+        &app,
+        get_req("/fortune", Some(&pay(&forever, json!({"pay": "m1"})))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(
+        reply.problem_type(),
+        problem_uri(ProblemType::InvalidChallenge)
+    );
+    let fresh = reply.challenges();
+    assert_eq!(fresh.len(), 1);
+    assert_eq!(reply.problem()["challengeId"], fresh[0].id.as_str());
+    assert_eq!(app.calls.load(Ordering::SeqCst), 0);
+
+    // A shorter maximum than the TTL refuses even the server's own challenges.
+    let capped = app_with(
+        Mpp::new(SECRET)
+            .unwrap()
+            .method(TestMethod::new("test"))
+            .max_challenge_lifetime(Duration::from_secs(60)),
+    );
+    let own = challenge_for(&capped, "/fortune").await;
+    let reply = send(
+        &capped,
+        get_req("/fortune", Some(&pay(&own, json!({"pay": "m2"})))),
+    )
+    .await;
+    assert_eq!(
+        reply.problem_type(),
+        problem_uri(ProblemType::InvalidChallenge)
+    );
+}
+
+#[tokio::test]
+async fn a_retired_previous_secret_is_refused_after_its_time() {
+    const NEW: &str = "the-new-secret-0123456789abcdef-0123";
+    let old = app();
+    let rotated = app_with(
+        Mpp::new(NEW)
+            .unwrap()
+            .previous_secret_until(SECRET, datetime!(2026-01-01 12:02:00 UTC))
+            .unwrap()
+            .method(TestMethod::new("test")),
+    );
+    // Before the retirement time, the old secret's challenges pay.
+    let challenge = challenge_for(&old, "/fortune").await;
+    let reply = send(
+        &rotated,
+        get_req("/fortune", Some(&pay(&challenge, json!({"pay": "s1"})))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+
+    // After it, they are refused although not expired yet.
+    let challenge = challenge_for(&old, "/fortune").await;
+    rotated.clock.advance(Duration::from_secs(121));
+    let reply = send(
+        &rotated,
+        get_req("/fortune", Some(&pay(&challenge, json!({"pay": "s2"})))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(
+        reply.problem_type(),
+        problem_uri(ProblemType::InvalidChallenge)
+    );
+    // The new secret's own challenges still pay.
+    let fresh = reply.challenges().remove(0);
+    let reply = send(
+        &rotated,
+        get_req("/fortune", Some(&pay(&fresh, json!({"pay": "s3"})))),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(rotated.calls.load(Ordering::SeqCst), 2);
+}

@@ -51,11 +51,16 @@ fn verify(c: &mut Criterion) {
     )
     .with_source("did:pkh:eip155:42431:0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266")
     .to_authorization();
+    let now = time::OffsetDateTime::UNIX_EPOCH;
     c.bench_function("parse + verify credential", |b| {
         b.iter(|| {
             let credential = Credential::from_authorization(black_box(&authorization)).unwrap();
             let echo = &credential.challenge;
-            black_box(secret.verify(&echo.id, &echo.binding_slots_for_realm("api.example.com")))
+            black_box(secret.verify(
+                &echo.id,
+                &echo.binding_slots_for_realm("api.example.com"),
+                now,
+            ))
         })
     });
     let header = challenge.to_header_value().unwrap();

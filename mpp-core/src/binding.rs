@@ -16,15 +16,19 @@
 //!     header: None,
 //! };
 //! let id = secret.challenge_id(&slots);
+//! let now = time::OffsetDateTime::now_utc();
 //! assert_eq!(id.len(), 43);
-//! assert!(secret.verify(&id, &slots));
-//! assert!(!secret.verify(&id, &BindingSlots { intent: "session", ..slots }));
+//! assert!(secret.verify(&id, &slots, now));
+//! assert!(!secret.verify(&id, &BindingSlots { intent: "session", ..slots }, now));
+//! // Only the canonical spelling of the id verifies, not a padded one.
+//! assert!(!secret.verify(&format!("{id}="), &slots, now));
 //! assert!(ChallengeSecret::new("too short").is_err());
 //! ```
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use std::fmt;
+use time::OffsetDateTime;
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -112,17 +116,39 @@ fn hmac_with_key(key: &[u8]) -> HmacSha256 {
 pub struct SecretTooShort(pub usize);
 
 /// The server's HMAC secret (its UTF-8 bytes are the key, as in both SDKs), plus optional
-/// previous secrets still accepted while their challenges may be alive (rotation).
+/// previous secrets still accepted while their challenges may be alive (rotation), each until
+/// its retirement time if it has one.
 #[derive(Clone)]
 pub struct ChallengeSecret {
     current: HmacSha256,
-    previous: Vec<HmacSha256>,
+    previous: Vec<PreviousKey>,
+}
+
+/// A rotated-out key: verifies ids until `retire_at` (forever without one).
+#[derive(Clone)]
+struct PreviousKey {
+    key: HmacSha256,
+    retire_at: Option<OffsetDateTime>,
+}
+
+impl PreviousKey {
+    fn active_at(&self, now: OffsetDateTime) -> bool {
+        self.retire_at.is_none_or(|retire_at| now <= retire_at)
+    }
 }
 
 impl fmt::Debug for ChallengeSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ChallengeSecret")
             .field("previous", &self.previous.len())
+            .field(
+                "retire_at",
+                &self
+                    .previous
+                    .iter()
+                    .map(|p| p.retire_at)
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -143,9 +169,32 @@ impl ChallengeSecret {
         })
     }
 
-    /// Also accepts ids made with an older secret (never used to issue new ones).
-    pub fn with_previous(mut self, secret: impl AsRef<[u8]>) -> Result<Self, SecretTooShort> {
-        self.previous.push(keyed(secret.as_ref())?);
+    /// Also accepts ids made with an older secret, with no end date (never used to issue new
+    /// ones). Prefer [`ChallengeSecret::with_previous_until`]: a key that never retires keeps
+    /// a leaked secret alive.
+    pub fn with_previous(self, secret: impl AsRef<[u8]>) -> Result<Self, SecretTooShort> {
+        self.push_previous(secret.as_ref(), None)
+    }
+
+    /// Also accepts ids made with an older secret until `retire_at` (inclusive), as judged by
+    /// the `now` given to [`ChallengeSecret::verify`]; after that they no longer verify.
+    pub fn with_previous_until(
+        self,
+        secret: impl AsRef<[u8]>,
+        retire_at: OffsetDateTime,
+    ) -> Result<Self, SecretTooShort> {
+        self.push_previous(secret.as_ref(), Some(retire_at))
+    }
+
+    fn push_previous(
+        mut self,
+        secret: &[u8],
+        retire_at: Option<OffsetDateTime>,
+    ) -> Result<Self, SecretTooShort> {
+        self.previous.push(PreviousKey {
+            key: keyed(secret)?,
+            retire_at,
+        });
         Ok(self)
     }
 
@@ -156,19 +205,70 @@ impl ChallengeSecret {
         crate::base64url::encode(mac.finalize().into_bytes())
     }
 
-    /// Checks `id` against these parameters in constant time, under the current and the
-    /// previous secrets.
-    pub fn verify(&self, id: &str, slots: &BindingSlots<'_>) -> bool {
+    /// Checks `id` against these parameters in constant time, under the current secret and
+    /// the previous secrets not retired at `now`.
+    ///
+    /// Only the canonical spelling of an id verifies (unpadded base64url, zero trailing bits:
+    /// what [`ChallengeSecret::challenge_id`] emits), although base64url is otherwise decoded
+    /// leniently: one tag must have exactly one id, because replay guards key on the string.
+    pub fn verify(&self, id: &str, slots: &BindingSlots<'_>, now: OffsetDateTime) -> bool {
         let Ok(tag) = crate::base64url::decode(id) else {
             return false;
         };
+        // The id is the client's; comparing it with its own re-encoding reveals no secret.
+        if crate::base64url::encode(&tag) != id {
+            return false;
+        }
+        let keys = std::iter::once((&self.current, true))
+            .chain(self.previous.iter().map(|p| (&p.key, p.active_at(now))));
         // Evaluate every key (no early exit) so timing does not reveal which one matched.
-        std::iter::once(&self.current)
-            .chain(&self.previous)
-            .fold(false, |ok, key| {
-                let mut mac = key.clone();
-                slots.feed(&mut mac);
-                mac.verify_slice(&tag).is_ok() | ok
-            })
+        keys.fold(false, |ok, (key, active)| {
+            let mut mac = key.clone();
+            slots.feed(&mut mac);
+            (mac.verify_slice(&tag).is_ok() & active) | ok
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    const SLOTS: BindingSlots<'static> = BindingSlots {
+        realm: "api.example.com",
+        method: "tempo",
+        intent: "charge",
+        request: "eyJhbW91bnQiOiIxMDAwMDAwIn0",
+        expires: Some("2025-01-06T12:05:00.000Z"),
+        digest: None,
+        opaque: None,
+        header: None,
+    };
+
+    #[test]
+    fn a_previous_secret_retires_at_its_time() {
+        let old = ChallengeSecret::new("the-old-secret-0123456789abcdef-0123").unwrap();
+        let id = old.challenge_id(&SLOTS);
+        let retire_at = datetime!(2025-01-06 12:00:00 UTC);
+        let rotated = ChallengeSecret::new("the-new-secret-0123456789abcdef-0123")
+            .unwrap()
+            .with_previous_until("the-old-secret-0123456789abcdef-0123", retire_at)
+            .unwrap();
+        assert!(rotated.verify(&id, &SLOTS, retire_at - time::Duration::minutes(1)));
+        assert!(rotated.verify(&id, &SLOTS, retire_at));
+        assert!(!rotated.verify(&id, &SLOTS, retire_at + time::Duration::seconds(1)));
+        // The current secret does not retire.
+        let current = rotated.challenge_id(&SLOTS);
+        assert!(rotated.verify(&current, &SLOTS, datetime!(2099-01-01 00:00:00 UTC)));
+    }
+
+    #[test]
+    fn only_the_canonical_id_verifies() {
+        let secret = ChallengeSecret::new("a-secret-of-at-least-32-bytes-long!").unwrap();
+        let id = secret.challenge_id(&SLOTS);
+        let now = datetime!(2025-01-06 12:00:00 UTC);
+        assert!(secret.verify(&id, &SLOTS, now));
+        assert!(!secret.verify(&format!("{id}="), &SLOTS, now));
     }
 }

@@ -19,6 +19,10 @@ use time::{OffsetDateTime, UtcOffset};
 /// How long a challenge stays valid unless configured otherwise (both SDKs: 5 minutes).
 pub const DEFAULT_CHALLENGE_TTL: Duration = Duration::from_secs(300);
 
+/// The clock skew tolerated between the instances that issue and check a challenge: the
+/// default maximum challenge lifetime is the challenge TTL plus this.
+pub const DEFAULT_CLOCK_SKEW: Duration = Duration::from_secs(60);
+
 /// A timestamp that is not RFC 3339 in the form the SDK clients accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{0}` is not an RFC 3339 timestamp")]

@@ -33,7 +33,7 @@
 //! // Server: decode, check the binding under its own realm, then verify the payment.
 //! let credential = Credential::from_authorization(&authorization).unwrap();
 //! let echo = &credential.challenge;
-//! assert!(secret.verify(&echo.id, &echo.binding_slots_for_realm("api.example.com")));
+//! assert!(secret.verify(&echo.id, &echo.binding_slots_for_realm("api.example.com"), now));
 //! let receipt = Receipt::success("tempo", "0xab", expiry::format_timestamp(now));
 //! assert!(!receipt.to_header_value().is_empty());
 //! ```

@@ -103,6 +103,10 @@ pub struct VerifyContext<'a> {
     /// The current time, from the server's one configured clock. Methods read time from
     /// here, never from the system clock, so a test clock moves every check at once.
     pub now: OffsetDateTime,
+    /// The longest lifetime the gate accepts for a challenge: every challenge it admits was
+    /// issued at or after `expires - max_lifetime`, and is refused once `now` passes
+    /// `expires`. A method uses it to bound how long a single-use key must be remembered.
+    pub max_lifetime: std::time::Duration,
 }
 
 impl<'a> VerifyContext<'a> {
@@ -120,7 +124,14 @@ impl<'a> VerifyContext<'a> {
             realm,
             expires,
             now,
+            max_lifetime: crate::expiry::DEFAULT_CHALLENGE_TTL + crate::expiry::DEFAULT_CLOCK_SKEW,
         }
+    }
+
+    /// Sets [`VerifyContext::max_lifetime`] (the gate sets its own).
+    pub fn with_max_lifetime(mut self, max_lifetime: std::time::Duration) -> Self {
+        self.max_lifetime = max_lifetime;
+        self
     }
 }
 
@@ -160,8 +171,9 @@ pub enum Disposition {
     Respond(u16),
 }
 
-/// A verified and settled payment.
-#[derive(Debug, Clone, PartialEq)]
+/// A verified payment: settled already, or held by the method until the service has
+/// answered (see [`Settle`]).
+#[derive(Debug)]
 #[non_exhaustive]
 pub struct Verified {
     /// The receipt for the `Payment-Receipt` header.
@@ -175,6 +187,9 @@ pub struct Verified {
     pub decimals: Option<u8>,
     /// Serve the handler or answer directly.
     pub disposition: Disposition,
+    /// The money-taking half, when the method verified and holds the payment but takes the
+    /// money only when asked ([`Verified::settle_later`]); `None` when it is settled already.
+    pub settlement: Option<Settlement>,
 }
 
 impl Verified {
@@ -186,6 +201,7 @@ impl Verified {
             amount: None,
             decimals: None,
             disposition: Disposition::Serve,
+            settlement: None,
         }
     }
 
@@ -214,6 +230,53 @@ impl Verified {
         self.decimals = Some(decimals);
         self
     }
+
+    /// The payment is verified and held, and `settle` takes the money: the transport calls it
+    /// when the service has answered with success (or before the service, when the route asks
+    /// to settle first), so a failed request takes no money.
+    pub fn settle_later(mut self, settle: impl Settle) -> Self {
+        self.settlement = Some(Settlement(Box::new(settle)));
+        self
+    }
+}
+
+/// The money-taking half of a payment a method has verified and holds (charge on success).
+///
+/// The payment gate calls [`settle`](Settle::settle) at most once, then
+/// [`finish`](Settle::finish) exactly once, also when `settle` failed or was never called.
+/// An implementation that is dropped without `finish` (a handler that panicked, a client that
+/// hung up) must not keep the payment held for longer than it protects anything: release it
+/// in `Drop` (e.g. by spawning the release), or let the hold expire on its own.
+pub trait Settle: Send + 'static {
+    /// Takes the money (broadcasts the transaction, consumes the proof). Idempotent in
+    /// effect: the payment it holds is taken once, however the outcome is learned.
+    fn settle(&mut self) -> BoxFuture<'_, Result<(), MethodError>>;
+
+    /// Ends the request: `served` is true when a success answer was handed out for this
+    /// payment (the credential is then used for good). Otherwise a payment that was not
+    /// taken is released, and one that was taken stays redeemable by the same credential.
+    fn finish(self: Box<Self>, served: bool) -> BoxFuture<'static, ()>;
+}
+
+/// A held payment (see [`Settle`]), carried by [`Verified::settlement`].
+pub struct Settlement(Box<dyn Settle>);
+
+impl Settlement {
+    /// Takes the money; see [`Settle::settle`].
+    pub async fn settle(&mut self) -> Result<(), MethodError> {
+        self.0.settle().await
+    }
+
+    /// Ends the request; see [`Settle::finish`].
+    pub async fn finish(self, served: bool) {
+        self.0.finish(served).await;
+    }
+}
+
+impl std::fmt::Debug for Settlement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Settlement { .. }")
+    }
 }
 
 /// Why a method refused or could not verify a payment.
@@ -233,6 +296,12 @@ pub enum MethodError {
     /// may name a node URL or a database).
     #[error("payment infrastructure unavailable: {0}")]
     Unavailable(String),
+    /// The payment was sent (e.g. a transaction broadcast) and its outcome is not known yet,
+    /// because the infrastructure stopped answering: 503. The same credential sent again is
+    /// served once the payment is confirmed, and charged no more than once. The text is
+    /// logged, never sent to the client.
+    #[error("payment outcome not known yet: {0}")]
+    Pending(String),
     /// The server's own configuration cannot produce these terms (e.g. a price with more
     /// decimals than the currency). Reported when routes are built.
     #[error("payment configuration error: {0}")]
@@ -261,6 +330,11 @@ impl MethodError {
     /// An infrastructure fault.
     pub fn unavailable(detail: impl std::fmt::Display) -> Self {
         Self::Unavailable(detail.to_string())
+    }
+
+    /// A payment sent whose outcome is not known yet.
+    pub fn pending(detail: impl std::fmt::Display) -> Self {
+        Self::Pending(detail.to_string())
     }
 
     /// A configuration error (from an [`AmountError`] or anything displayable).

@@ -2,12 +2,12 @@
 //! and transport tests, benchmarks and doc examples. It moves no money; the real methods are
 //! tested against their real networks.
 
-use crate::method::{Method, MethodError, PriceTerms, Verified, VerifyContext};
+use crate::method::{Method, MethodError, PriceTerms, Settle, Verified, VerifyContext};
 use crate::{BoxFuture, Receipt, expiry::format_timestamp};
 use serde_json::{Value, json};
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The decimals of the test method's currency (as Tempo's stablecoins).
 const DECIMALS: u8 = 6;
@@ -16,8 +16,9 @@ const DECIMALS: u8 = 6;
 ///
 /// | payload | outcome |
 /// |---|---|
-/// | `{"pay": "<ref>"}` | paid, receipt reference `<ref>`; each ref is accepted once; the payer is the credential's `source` (default `did:test:payer`), the amount the offer's, in 6 decimals |
+/// | `{"pay": "<ref>"}` | verified and held; the money is taken when the gate settles it (counted by [`TestMethod::charges`]); a ref served once is refused after, one taken but not served may be presented again; the payer is the credential's `source` (default `did:test:payer`), the amount the offer's, in 6 decimals |
 /// | `{"pay": "<ref>", "manage": true}` | paid, answered `204` without the handler |
+/// | `{"pay": "<ref>", "settle": "fail"}` / `"down"` | verified, then settling it fails: `verification-failed` / unavailable |
 /// | `{"fail": "<why>"}` | `verification-failed` |
 /// | `{"down": true}` | infrastructure unavailable (503) |
 /// | anything else | `invalid-payload` |
@@ -29,8 +30,95 @@ pub struct TestMethod {
     name: &'static str,
     intents: &'static [&'static str],
     accept_any: bool,
-    used: Mutex<HashSet<String>>,
+    ledger: Arc<Mutex<Ledger>>,
     verifications: AtomicUsize,
+}
+
+/// Where each payment reference stands, and how many were taken.
+#[derive(Debug, Default)]
+struct Ledger {
+    refs: HashMap<String, RefState>,
+    charges: usize,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RefState {
+    /// Verified, held by one request.
+    Held,
+    /// Taken; served by one request right now.
+    Serving,
+    /// Taken, not served: redeemable.
+    Settled,
+    /// Taken and served.
+    Served,
+}
+
+fn lock(ledger: &Mutex<Ledger>) -> MutexGuard<'_, Ledger> {
+    ledger.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A held test payment.
+struct TestSettlement {
+    ledger: Arc<Mutex<Ledger>>,
+    reference: String,
+    /// `Some` when settling must fail, the way it says.
+    fault: Option<String>,
+    finished: bool,
+}
+
+impl TestSettlement {
+    fn end(&mut self, served: bool) {
+        self.finished = true;
+        let mut ledger = lock(&self.ledger);
+        match (ledger.refs.get(&self.reference).copied(), served) {
+            (Some(RefState::Serving), true) => {
+                ledger.refs.insert(self.reference.clone(), RefState::Served);
+            }
+            (Some(RefState::Serving), false) => {
+                ledger
+                    .refs
+                    .insert(self.reference.clone(), RefState::Settled);
+            }
+            (Some(RefState::Held), _) => {
+                ledger.refs.remove(&self.reference);
+            }
+            _ => {}
+        }
+    }
+}
+
+impl Drop for TestSettlement {
+    /// A request dropped mid-way (a panicking handler) ends unserved.
+    fn drop(&mut self) {
+        if !self.finished {
+            self.end(false);
+        }
+    }
+}
+
+impl Settle for TestSettlement {
+    fn settle(&mut self) -> BoxFuture<'_, Result<(), MethodError>> {
+        Box::pin(async move {
+            match self.fault.as_deref() {
+                Some("down") => return Err(MethodError::unavailable("test node down")),
+                Some(why) => return Err(MethodError::verification_failed(why.to_owned())),
+                None => {}
+            }
+            let mut ledger = lock(&self.ledger);
+            if ledger.refs.get(&self.reference) == Some(&RefState::Held) {
+                ledger.charges += 1;
+            }
+            ledger
+                .refs
+                .insert(self.reference.clone(), RefState::Serving);
+            Ok(())
+        })
+    }
+
+    fn finish(mut self: Box<Self>, served: bool) -> BoxFuture<'static, ()> {
+        self.end(served);
+        Box::pin(async {})
+    }
 }
 
 impl TestMethod {
@@ -40,7 +128,7 @@ impl TestMethod {
             name,
             intents: &["charge"],
             accept_any: false,
-            used: Mutex::new(HashSet::new()),
+            ledger: Arc::new(Mutex::new(Ledger::default())),
             verifications: AtomicUsize::new(0),
         }
     }
@@ -65,7 +153,18 @@ impl TestMethod {
         self.verifications.load(Ordering::SeqCst)
     }
 
-    fn settle(&self, ctx: &VerifyContext<'_>) -> Result<Verified, MethodError> {
+    /// How many payments were taken (settled), each counted once however often it was
+    /// served.
+    pub fn charges(&self) -> usize {
+        lock(&self.ledger).charges
+    }
+
+    /// Whether the payment `reference` was served (its credential is used for good).
+    pub fn served(&self, reference: &str) -> bool {
+        lock(&self.ledger).refs.get(reference) == Some(&RefState::Served)
+    }
+
+    fn check(&self, ctx: &VerifyContext<'_>) -> Result<Verified, MethodError> {
         let receipt =
             |reference: &str| Receipt::success(self.name, reference, format_timestamp(ctx.now));
         if self.accept_any {
@@ -86,13 +185,25 @@ impl TestMethod {
         let Some(reference) = payload["pay"].as_str() else {
             return Err(MethodError::invalid_payload("missing `pay`"));
         };
-        let fresh = self
-            .used
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(reference.to_owned());
-        if !fresh {
-            return Err(MethodError::verification_failed("already used"));
+        {
+            let mut ledger = lock(&self.ledger);
+            match ledger.refs.get(reference).copied() {
+                None => {
+                    ledger.refs.insert(reference.to_owned(), RefState::Held);
+                }
+                // Taken but not served: this request serves it, with no second charge.
+                Some(RefState::Settled) => {
+                    ledger.refs.insert(reference.to_owned(), RefState::Serving);
+                }
+                Some(RefState::Served) => {
+                    return Err(MethodError::verification_failed("already used"));
+                }
+                Some(RefState::Held | RefState::Serving) => {
+                    return Err(MethodError::verification_failed(
+                        "in use by another request",
+                    ));
+                }
+            }
         }
         let mut verified = if payload["manage"] == true {
             Verified::respond(204, receipt(reference))
@@ -108,7 +219,12 @@ impl TestMethod {
         );
         verified.amount = amount;
         verified.decimals = Some(DECIMALS);
-        Ok(verified)
+        Ok(verified.settle_later(TestSettlement {
+            ledger: self.ledger.clone(),
+            reference: reference.to_owned(),
+            fault: payload["settle"].as_str().map(str::to_owned),
+            finished: false,
+        }))
     }
 }
 
@@ -153,6 +269,6 @@ impl Method for TestMethod {
         if !self.accept_any {
             self.verifications.fetch_add(1, Ordering::SeqCst);
         }
-        Box::pin(async move { self.settle(&ctx) })
+        Box::pin(async move { self.check(&ctx) })
     }
 }

@@ -384,3 +384,152 @@ fn the_402_of_a_single_charge_offer_names_its_price() {
     let refusal = block_on(two.admit(&offers, None, &cx)).unwrap_err();
     assert_eq!(refusal.detail(), "Payment is required.");
 }
+
+/// Asserts a 402 `invalid-challenge` shaped like every other: a fresh challenge, named by
+/// the problem.
+fn assert_invalid_challenge(refusal: &mpp_core::gate::Refusal, what: &str) {
+    assert_eq!(refusal.status(), 402, "{what}");
+    assert_eq!(
+        refusal.problem_type(),
+        Some(ProblemType::InvalidChallenge),
+        "{what}: {}",
+        refusal.detail()
+    );
+    assert_eq!(refusal.challenges().len(), 1, "{what}: a fresh challenge");
+    assert_eq!(
+        refusal.to_problem().challenge_id.as_deref(),
+        Some(refusal.challenges()[0].id.as_str()),
+        "{what}"
+    );
+}
+
+#[test]
+fn only_the_canonical_spelling_of_a_challenge_id_is_admitted() {
+    let path = format!(
+        "{}/tests/vectors/challenge-id-canonical.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let file: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let field = |key: &str| file[key].as_str().unwrap();
+    let gate = PaymentGate::new(field("secretKey"))
+        .unwrap()
+        .clock(FixedClock::new(parse_timestamp(field("issuedAt")).unwrap()))
+        .method(TestMethod::new("test"));
+    let offers = price("0.01").offers(&gate).unwrap();
+    let cx = RequestContext::new(field("realm"), gate.now());
+    let issued = block_on(gate.challenges(&offers, &cx)).unwrap().remove(0);
+    // The vector is this gate's challenge.
+    assert_eq!(issued.id, field("id"));
+    assert_eq!(issued.request.wire(), field("requestB64url"));
+
+    let spellings = file["nonCanonical"].as_array().unwrap();
+    for (n, case) in spellings.iter().enumerate() {
+        let mut echo = issued.clone();
+        echo.id = case["id"].as_str().unwrap().to_owned();
+        let credential = Credential::new(echo, json!({"pay": format!("spelling-{n}")}));
+        let refusal = block_on(gate.admit(&offers, Some(Ok(credential)), &cx)).unwrap_err();
+        assert_invalid_challenge(&refusal, case["why"].as_str().unwrap());
+    }
+    assert_eq!(spellings.len(), 8);
+    let credential = Credential::new(issued, json!({"pay": "canonical"}));
+    assert!(block_on(gate.admit(&offers, Some(Ok(credential)), &cx)).is_ok());
+}
+
+/// The gate's own challenge, signed again with `secret` and another `expires`.
+fn resigned(issued: &Challenge, secret: &str, expires: &str) -> Challenge {
+    Challenge::builder_encoded(
+        &issued.realm,
+        &issued.method,
+        &issued.intent,
+        issued.request.clone(),
+    )
+    .expires(expires)
+    .sign(&mpp_core::ChallengeSecret::new(secret).unwrap())
+}
+
+#[test]
+fn a_challenge_that_outlives_the_maximum_lifetime_is_refused() {
+    let now = datetime!(2026-03-01 10:00:00 UTC);
+    let gate = gate_at(now, TestMethod::new("test"));
+    let offers = price("0.01").offers(&gate).unwrap();
+    let cx = RequestContext::new("api.example.com", gate.now());
+    let issued = block_on(gate.challenges(&offers, &cx)).unwrap().remove(0);
+
+    // The real secret and terms, but an `expires` this server never issues.
+    let forever = resigned(&issued, SECRET, "2099-01-01T00:00:00.000Z");
+    let credential = Credential::new(forever, json!({"pay": "l1"}));
+    let refusal = block_on(gate.admit(&offers, Some(Ok(credential)), &cx)).unwrap_err();
+    assert_invalid_challenge(&refusal, "expires in 2099");
+
+    // Within the TTL plus the clock skew allowance (another instance's clock is ahead).
+    assert_eq!(gate.max_lifetime(), Duration::from_secs(360));
+    let skewed = format_timestamp(now + Duration::from_secs(360));
+    let credential = Credential::new(resigned(&issued, SECRET, &skewed), json!({"pay": "l2"}));
+    assert!(block_on(gate.admit(&offers, Some(Ok(credential)), &cx)).is_ok());
+    let beyond = format_timestamp(now + Duration::from_secs(361));
+    let credential = Credential::new(resigned(&issued, SECRET, &beyond), json!({"pay": "l3"}));
+    let refusal = block_on(gate.admit(&offers, Some(Ok(credential)), &cx)).unwrap_err();
+    assert_invalid_challenge(&refusal, "one second past the maximum");
+
+    // The default follows the TTL; an explicit maximum stays.
+    let longer = gate.clone().challenge_ttl(Duration::from_secs(3600));
+    assert_eq!(longer.max_lifetime(), Duration::from_secs(3660));
+    let capped = gate.clone().max_challenge_lifetime(Duration::from_secs(30));
+    assert_eq!(capped.max_lifetime(), Duration::from_secs(30));
+    let capped = capped.challenge_ttl(Duration::from_secs(3600));
+    assert_eq!(capped.max_lifetime(), Duration::from_secs(30));
+    assert_ne!(capped.id(), gate.id(), "a new configuration state");
+    let offers = price("0.01").offers(&capped).unwrap();
+    let credential = Credential::new(resigned(&issued, SECRET, &skewed), json!({"pay": "l4"}));
+    let refusal = block_on(capped.admit(&offers, Some(Ok(credential)), &cx)).unwrap_err();
+    assert_invalid_challenge(&refusal, "past an explicit maximum");
+}
+
+#[test]
+fn a_retired_previous_secret_no_longer_verifies() {
+    const OLD: &str = "the-old-secret-0123456789abcdef-0123";
+    let now = datetime!(2026-03-01 10:00:00 UTC);
+    let retire_at = now + Duration::from_secs(120);
+    let rotated = |at: time::OffsetDateTime| {
+        PaymentGate::new(SECRET)
+            .unwrap()
+            .previous_secret_until(OLD, retire_at)
+            .unwrap()
+            .clock(FixedClock::new(at))
+            .method(TestMethod::new("test"))
+    };
+    let gate = rotated(now);
+    let offers = price("0.01").offers(&gate).unwrap();
+    let cx = RequestContext::new("api.example.com", gate.now());
+    let issued = block_on(gate.challenges(&offers, &cx)).unwrap().remove(0);
+    let expires = format_timestamp(now + Duration::from_secs(300));
+    let old = resigned(&issued, OLD, &expires);
+
+    // Before retirement (and at it), the old secret's challenges verify.
+    for (n, at) in [now, retire_at].into_iter().enumerate() {
+        let gate = rotated(at);
+        let offers = price("0.01").offers(&gate).unwrap();
+        let cx = RequestContext::new("api.example.com", gate.now());
+        let credential = Credential::new(old.clone(), json!({"pay": format!("p{n}")}));
+        assert!(block_on(gate.admit(&offers, Some(Ok(credential)), &cx)).is_ok());
+    }
+
+    // After it, they are refused; the current secret's are not.
+    let later = rotated(retire_at + Duration::from_secs(1));
+    let offers = price("0.01").offers(&later).unwrap();
+    let cx = RequestContext::new("api.example.com", later.now());
+    let credential = Credential::new(old, json!({"pay": "p2"}));
+    let refusal = block_on(later.admit(&offers, Some(Ok(credential)), &cx)).unwrap_err();
+    assert_invalid_challenge(&refusal, "retired secret");
+    let current = resigned(&issued, SECRET, &expires);
+    let credential = Credential::new(current, json!({"pay": "p3"}));
+    assert!(block_on(later.admit(&offers, Some(Ok(credential)), &cx)).is_ok());
+
+    // Adding a previous secret is a configuration change.
+    let plain = PaymentGate::new(SECRET).unwrap();
+    let before = plain.id();
+    assert_ne!(
+        plain.previous_secret_until(OLD, retire_at).unwrap().id(),
+        before
+    );
+}

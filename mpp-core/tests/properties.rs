@@ -179,7 +179,8 @@ proptest! {
             _ => echo.digest = Some("sha-256=AAAA".into()),
         }
         prop_assume!(echo != c.clone());
-        prop_assert!(secret.verify(&c.id, &c.clone().binding_slots_for_realm(&c.realm)));
-        prop_assert!(!secret.verify(&c.id, &echo.binding_slots_for_realm(&c.realm)));
+        let now = time::OffsetDateTime::UNIX_EPOCH;
+        prop_assert!(secret.verify(&c.id, &c.clone().binding_slots_for_realm(&c.realm), now));
+        prop_assert!(!secret.verify(&c.id, &echo.binding_slots_for_realm(&c.realm), now));
     }
 }

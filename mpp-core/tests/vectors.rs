@@ -8,6 +8,7 @@
 use mpp_core::binding::{BindingSlots, compute_challenge_id};
 use mpp_core::credential::CredentialError;
 use mpp_core::digest::{body_digest, verify_body_digest};
+use mpp_core::expiry::parse_timestamp;
 use mpp_core::problem::{Problem, ProblemType};
 use mpp_core::{Challenge, ChallengeSecret, Credential, EncodedJson, Receipt, base64url, jcs};
 use serde_json::Value;
@@ -67,11 +68,53 @@ fn challenge_id_hmac() {
                 expected,
                 "{name}: ChallengeSecret"
             );
-            assert!(key.verify(expected, &slots), "{name}: verify");
+            assert!(
+                key.verify(expected, &slots, time::OffsetDateTime::UNIX_EPOCH),
+                "{name}: verify"
+            );
         }
     }
     assert_eq!(cases.len(), 44, "challenge-id-hmac.json case count");
     eprintln!("challenge-id-hmac: {} cases", cases.len());
+}
+
+/// The slots of the challenge in `challenge-id-canonical.json`.
+fn canonical_id_slots(file: &Value) -> BindingSlots<'_> {
+    BindingSlots {
+        realm: s(file, "realm").unwrap(),
+        method: s(file, "method").unwrap(),
+        intent: s(file, "intent").unwrap(),
+        request: s(file, "requestB64url").unwrap(),
+        expires: s(file, "expires"),
+        digest: None,
+        opaque: None,
+        header: None,
+    }
+}
+
+#[test]
+fn challenge_id_canonical_spelling() {
+    let file = load("challenge-id-canonical.json");
+    let slots = canonical_id_slots(&file);
+    let request = jcs::to_string(&file["request"]).unwrap();
+    assert_eq!(base64url::encode(&request), slots.request, "request b64");
+    assert_eq!(slots.input_string(), s(&file, "hmacInput").unwrap());
+    let secret = ChallengeSecret::new(s(&file, "secretKey").unwrap()).unwrap();
+    let id = s(&file, "id").unwrap();
+    assert_eq!(secret.challenge_id(&slots), id);
+    let now = parse_timestamp(s(&file, "issuedAt").unwrap()).unwrap();
+    assert!(secret.verify(id, &slots, now), "the canonical id verifies");
+    let tag = base64url::decode(id).unwrap();
+    let cases = file["nonCanonical"].as_array().unwrap();
+    for case in cases {
+        let spelling = s(case, "id").unwrap();
+        let why = s(case, "why").unwrap();
+        // Each is a real malleation: the lenient decoder reads the same tag from it.
+        assert_eq!(base64url::decode(spelling).unwrap(), tag, "{why}");
+        assert!(!secret.verify(spelling, &slots, now), "{why}: {spelling}");
+    }
+    assert_eq!(cases.len(), 8, "challenge-id-canonical.json case count");
+    eprintln!("challenge-id-canonical: 1 id, {} spellings", cases.len());
 }
 
 fn www_authenticate_wire(case: &Value) -> String {
@@ -312,12 +355,14 @@ fn charge_wire_example() {
             .unwrap();
     assert_eq!(credential.to_json(), credential_vector["json"]);
     assert_eq!(credential.challenge, challenge.clone());
+    let now = parse_timestamp(s(c, "expires").unwrap()).unwrap();
     assert!(
         secret.verify(
             &credential.challenge.id,
             &credential
                 .challenge
-                .binding_slots_for_realm("api.example.com")
+                .binding_slots_for_realm("api.example.com"),
+            now
         )
     );
     assert!(
@@ -325,7 +370,8 @@ fn charge_wire_example() {
             &credential.challenge.id,
             &credential
                 .challenge
-                .binding_slots_for_realm("evil.example.com")
+                .binding_slots_for_realm("evil.example.com"),
+            now
         )
     );
 

@@ -1,15 +1,39 @@
 //! Access to a Tempo node over JSON-RPC, with a timeout on every call and the chain id cached.
 //!
 //! This sits below the intents: charge verification (and later sessions) call it and turn
-//! its [`ChainError`] into their own errors. Errors are classified once, here: a JSON-RPC
-//! error *response* to a transaction we simulate or send means the node looked at it and
-//! refused it ([`ChainError::Refused`], a payer fault when the payer supplied it); anything
-//! else (connection refused, timeout, garbage) is an infrastructure fault.
+//! its [`ChainError`] into their own errors. Errors are classified once, here.
+//!
+//! Reads (receipts, blocks, the chain id): a JSON-RPC error or a transport failure is
+//! [`ChainError::Unavailable`], running out of time is [`ChainError::Timeout`].
+//!
+//! Simulations and estimates: a JSON-RPC error *response* means the node looked at the
+//! transaction and would not run it ([`ChainError::Refused`]).
+//!
+//! Broadcasts ([`ChainClient::send_raw_sync`], [`ChainClient::send_raw`]): once the bytes may
+//! have reached the node, only a definite refusal is [`ChainError::Refused`]; an answer that
+//! leaves the transaction possibly in the pool is [`ChainError::Uncertain`]:
+//!
+//! | the node's (or the network's) answer | result |
+//! |---|---|
+//! | a receipt (sync) / the hash (async) | `Ok` |
+//! | JSON-RPC error code 4 (EIP-7966: in the mempool, not processed in time) | `Uncertain` |
+//! | JSON-RPC error saying "added to the mempool", "already known", "known transaction", "already imported", "timeout"/"timed out", or code -32603 (internal error) | `Uncertain` (async send: "already known"-like answers are `Ok`) |
+//! | JSON-RPC error -32601 (method not found), -32005 or a "rate limit"/"too many requests" message: the request was not processed | `Unavailable` |
+//! | any other JSON-RPC error (nonce too low, insufficient funds, invalid signature, intrinsic gas too low, expired `validBefore`, …) | `Refused` |
+//! | the connection could not be opened (refused, DNS, TLS handshake): nothing was sent | `Unavailable` |
+//! | our own timeout, a dropped connection, an HTTP error status, an unreadable answer | `Uncertain` |
+//!
+//! Error texts never contain the RPC URL (which may carry an API key): reqwest's
+//! `for url (…)` suffix is removed.
 
 use std::future::IntoFuture;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use alloy::primitives::{Address, B256};
+use alloy::consensus::BlockHeader;
+use alloy::eips::BlockNumberOrTag;
+use alloy::primitives::{Address, B256, keccak256};
 use alloy::providers::{Provider, RootProvider};
 use alloy::rpc::client::RpcClient;
 use alloy::transports::{RpcError, TransportError};
@@ -29,7 +53,9 @@ pub const DEFAULT_BROADCAST_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct ChainClient {
     provider: RootProvider<TempoNetwork>,
     rpc_timeout: Duration,
-    chain_id: std::sync::Arc<OnceCell<u64>>,
+    chain_id: Arc<OnceCell<u64>>,
+    /// Set once the node answered `tempo_simulateV1` with "method not found".
+    no_tempo_simulate: Arc<AtomicBool>,
 }
 
 /// Why a call to the node failed.
@@ -40,14 +66,25 @@ pub enum ChainError {
     /// shape (an infrastructure fault).
     #[error("tempo node unavailable: {0}")]
     Unavailable(String),
-    /// A call did not finish in time (an infrastructure fault). When it was a broadcast, the
-    /// outcome is unknown.
+    /// A read or a simulation did not finish in time (an infrastructure fault). A broadcast
+    /// that runs out of time is [`ChainError::Uncertain`] instead.
     #[error("tempo node timed out: {0}")]
     Timeout(String),
     /// The node looked at a transaction we simulated or sent and refused it (it is invalid or
-    /// reverts): the node's message.
+    /// reverts): the node's message. A refused broadcast is not in the node's pool.
     #[error("the tempo node refused the transaction: {0}")]
     Refused(String),
+    /// A transaction was (or may have been) handed to the node, and the outcome is unknown:
+    /// the answer was lost (timeout, dropped connection, an HTTP error from a proxy, an
+    /// unreadable answer), or the node said it holds the transaction without having mined it
+    /// (EIP-7966 code 4, "already known").
+    ///
+    /// The transaction may be in the pool and may still be mined, until its `validBefore`
+    /// (with no limit when it has none). Treat it as pending: look for its receipt, or
+    /// rebroadcast the same bytes with [`ChainClient::send_raw`]; never as refused, and never
+    /// as "nothing was charged".
+    #[error("tempo node: the broadcast outcome is unknown: {0}")]
+    Uncertain(String),
     /// The client's own configuration is unusable (e.g. a malformed RPC URL).
     #[error("tempo node misconfigured: {0}")]
     Config(String),
@@ -100,6 +137,7 @@ impl ChainClient {
             provider: RootProvider::<TempoNetwork>::new(client),
             rpc_timeout,
             chain_id: Default::default(),
+            no_tempo_simulate: Default::default(),
         })
     }
 
@@ -224,22 +262,302 @@ impl ChainClient {
         }
     }
 
-    /// `eth_sendRawTransactionSync` with `timeout`: the receipt once the transaction is mined.
-    /// [`ChainError::Refused`] when the node rejects it; on a timeout or transport error the
-    /// transaction may or may not have been accepted.
-    pub(crate) async fn send_raw_sync(
+    /// Broadcasts a signed transaction (its EIP-2718 bytes) with `eth_sendRawTransactionSync`
+    /// and waits at most `timeout` for its receipt (Tempo finality is about 0.5 s).
+    ///
+    /// `Ok` is the receipt of the mined transaction, which may have reverted (check its
+    /// status). [`ChainError::Refused`] is a definite refusal (the transaction is not in the
+    /// pool). Every other failure after the request may have left this process is
+    /// [`ChainError::Uncertain`]: no answer within `timeout`, the node's EIP-7966 timeout error
+    /// (code 4), "already known", a lost connection, an HTTP error. Only a connection that
+    /// could not be opened at all is [`ChainError::Unavailable`]. The module docs have the
+    /// whole table.
+    pub async fn send_raw_sync(
         &self,
         raw: &[u8],
         timeout: Duration,
     ) -> Result<TempoTransactionReceipt, ChainError> {
-        self.timed(
-            "eth_sendRawTransactionSync",
-            timeout,
-            self.provider.send_raw_transaction_sync(raw),
-        )
-        .await?
-        .map_err(|e| refusal("eth_sendRawTransactionSync", e))
+        const WHAT: &str = "eth_sendRawTransactionSync";
+        let hash = keccak256(raw);
+        match tokio::time::timeout(timeout, self.provider.send_raw_transaction_sync(raw)).await {
+            Err(_) => Err(ChainError::Uncertain(format!(
+                "{WHAT} of {hash}: no answer within {timeout:?}"
+            ))),
+            Ok(Ok(receipt)) => Ok(receipt),
+            Ok(Err(e)) => Err(broadcast_failure(WHAT, hash, e)),
+        }
     }
+
+    /// Broadcasts a signed transaction with `eth_sendRawTransaction` and returns its hash at
+    /// once, without waiting for it to be mined: to rebroadcast the identical bytes of a
+    /// transaction whose earlier broadcast was [`ChainError::Uncertain`].
+    ///
+    /// A node that already holds the transaction ("already known", "known transaction",
+    /// "already imported") counts as success. A node that has already *mined* it may answer
+    /// with the hash (anvil does) or refuse it as a used nonce: look for the receipt before
+    /// concluding anything from a refusal. Failures are classified like
+    /// [`ChainClient::send_raw_sync`]'s, with the client's RPC timeout.
+    pub async fn send_raw(&self, raw: &[u8]) -> Result<B256, ChainError> {
+        const WHAT: &str = "eth_sendRawTransaction";
+        let hash = keccak256(raw);
+        let sent = self
+            .provider
+            .raw_request::<_, B256>(WHAT.into(), (alloy::hex::encode_prefixed(raw),));
+        match tokio::time::timeout(self.rpc_timeout, sent).await {
+            Err(_) => Err(ChainError::Uncertain(format!(
+                "{WHAT} of {hash}: no answer within {:?}",
+                self.rpc_timeout
+            ))),
+            Ok(Ok(node_hash)) => Ok(node_hash),
+            Ok(Err(RpcError::ErrorResp(e))) if already_known(&e.message) => Ok(hash),
+            Ok(Err(e)) => Err(broadcast_failure(WHAT, hash, e)),
+        }
+    }
+
+    /// The gas `tx`, sent by `from`, needs on top of the latest block: the very transaction
+    /// (its calls in order, fee token, nonce key and nonce, `validBefore`/`validAfter`, fee
+    /// payer signature), not only its calls. A sponsor compares the answer with
+    /// `tx.gas_limit` to turn away a transaction signed with too little gas, which would be
+    /// mined, revert, and still cost the fee payer its fee.
+    ///
+    /// `fee_payer` says who pays the fee. `None`: the sender; the fee fields stay in the
+    /// request, and `eth_estimateGas` also checks that the sender can pay
+    /// `gas × maxFeePerGas` in its fee token. `Some(sponsor)`: the fee fields are left out, so
+    /// the sender's fee balance is not checked (the sponsor's budget is the caller's
+    /// business; a co-signed transaction's fee payer signature stays in the request).
+    ///
+    /// Asks `tempo_simulateV1` first (`validation: false`, so no fee balance check): the
+    /// transaction runs with its own gas limit (when set), a failing run (out of gas
+    /// included) is [`ChainError::Refused`], and the answer is the gas it used. When the node lacks that method (anvil: -32601, remembered) or answers it
+    /// with an error, `eth_estimateGas` decides, with no gas cap, so its answer can exceed
+    /// `tx.gas_limit`; any JSON-RPC error answer to it (it would revert, the sender cannot
+    /// pay, `validBefore` too far) is [`ChainError::Refused`].
+    ///
+    /// anvil 1.7.1 estimates only the *last* call of a batch (it ignores `calls` and runs the
+    /// request's `to`/`input`, where the last call is placed), so on anvil a batch of several
+    /// calls is underestimated; a Tempo node runs the whole batch.
+    pub async fn estimate_gas(
+        &self,
+        from: Address,
+        tx: &TempoTransaction,
+        fee_payer: Option<Address>,
+    ) -> Result<u64, ChainError> {
+        let mut request = TempoTransactionRequest::from(tx.clone());
+        request.inner.from = Some(from);
+        // A node builds the batch as `calls ++ [to call]`, and reads a request without `to`
+        // as a contract creation: the last call goes into `to`/`value`/`input`.
+        let Some(last) = request.calls.pop() else {
+            return Err(ChainError::Refused("the transaction has no calls".into()));
+        };
+        request.inner.to = Some(last.to);
+        request.inner.value = Some(last.value);
+        request.inner.input = last.input.into();
+        if fee_payer.is_some() {
+            request.inner.max_fee_per_gas = None;
+            request.inner.max_priority_fee_per_gas = None;
+            request.inner.gas_price = None;
+        }
+        request.inner.gas = (tx.gas_limit > 0).then_some(tx.gas_limit);
+        if let Some(gas) = self.tempo_simulate_gas(&request).await? {
+            return Ok(gas);
+        }
+        request.inner.gas = None;
+        match self
+            .timed(
+                "eth_estimateGas",
+                self.rpc_timeout,
+                self.provider.estimate_gas(request),
+            )
+            .await?
+        {
+            Ok(gas) => Ok(gas),
+            Err(e) => Err(refusal("eth_estimateGas", e)),
+        }
+    }
+
+    /// `tempo_simulateV1` of one request: `Ok(None)` when the node does not have the method.
+    async fn tempo_simulate_gas(
+        &self,
+        request: &TempoTransactionRequest,
+    ) -> Result<Option<u64>, ChainError> {
+        const WHAT: &str = "tempo_simulateV1";
+        /// JSON-RPC "method not found".
+        const METHOD_NOT_FOUND: i64 = -32601;
+        if self.no_tempo_simulate.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let payload = json!({
+            "blockStateCalls": [{"calls": [request]}],
+            "validation": false,
+            "traceTransfers": false,
+            "returnFullTransactions": false,
+        });
+        let answer = self
+            .timed(
+                WHAT,
+                self.rpc_timeout,
+                self.provider
+                    .raw_request::<_, Value>(WHAT.into(), (payload,)),
+            )
+            .await?;
+        match answer {
+            Ok(result) => simulated_gas(&result).map(Some),
+            Err(RpcError::ErrorResp(e)) => {
+                // Not a verdict: the node may lack the method, or read the request otherwise.
+                // eth_estimateGas decides.
+                tracing::debug!(code = e.code, reason = %e.message, "{WHAT} failed; using eth_estimateGas");
+                if e.code == METHOD_NOT_FOUND {
+                    self.no_tempo_simulate.store(true, Ordering::Relaxed);
+                }
+                Ok(None)
+            }
+            Err(e) => Err(unavailable(WHAT, e)),
+        }
+    }
+
+    /// The timestamp (unix seconds) of the latest block: the node's clock, which decides
+    /// whether a `validBefore` has passed.
+    pub async fn latest_block_timestamp(&self) -> Result<u64, ChainError> {
+        self.block_timestamp_at(BlockNumberOrTag::Latest).await
+    }
+
+    /// The timestamp (unix seconds) of block `number`; [`ChainError::Unavailable`] when the
+    /// node does not know that block (yet).
+    pub async fn block_timestamp(&self, number: u64) -> Result<u64, ChainError> {
+        self.block_timestamp_at(BlockNumberOrTag::Number(number))
+            .await
+    }
+
+    async fn block_timestamp_at(&self, block: BlockNumberOrTag) -> Result<u64, ChainError> {
+        const WHAT: &str = "eth_getBlockByNumber";
+        let found = self
+            .timed(
+                WHAT,
+                self.rpc_timeout,
+                self.provider.get_block_by_number(block),
+            )
+            .await?
+            .map_err(|e| unavailable(WHAT, e))?;
+        match found {
+            Some(found) => Ok(found.header.timestamp()),
+            None => Err(ChainError::Unavailable(match block {
+                BlockNumberOrTag::Number(n) => format!("{WHAT}: the node does not know block {n}"),
+                other => format!("{WHAT}: the node has no `{other}` block"),
+            })),
+        }
+    }
+}
+
+/// The gas used by the one call of a `tempo_simulateV1` answer, or why it would fail.
+fn simulated_gas(result: &Value) -> Result<u64, ChainError> {
+    let shape = || ChainError::Unavailable("tempo_simulateV1 returned an unexpected shape".into());
+    let call = result.pointer("/blocks/0/calls/0").ok_or_else(shape)?;
+    let succeeded = match call.get("status") {
+        Some(Value::String(s)) => s == "0x1",
+        Some(Value::Bool(b)) => *b,
+        _ => return Err(shape()),
+    };
+    if !succeeded {
+        let why = call
+            .pointer("/error/message")
+            .and_then(Value::as_str)
+            .unwrap_or("reverted");
+        let data = call.get("returnData").and_then(Value::as_str).unwrap_or("");
+        return Err(ChainError::Refused(
+            format!("{why} {data}").trim_end().to_owned(),
+        ));
+    }
+    call.get("gasUsed")
+        .and_then(Value::as_str)
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .ok_or_else(shape)
+}
+
+/// What a JSON-RPC error answer to a broadcast says about the transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BroadcastVerdict {
+    /// The node may hold it (and may mine it).
+    Pending,
+    /// The request was not processed (no such method, rate limited): nothing was decided.
+    NotProcessed,
+    /// The node refused the transaction.
+    Refused,
+}
+
+/// Classifies a JSON-RPC error answer to `eth_sendRawTransaction[Sync]` (see the module docs).
+fn broadcast_verdict(code: i64, message: &str) -> BroadcastVerdict {
+    /// EIP-7966: "added to the mempool but not processed within the timeout".
+    const EIP7966_TIMEOUT: i64 = 4;
+    const INTERNAL_ERROR: i64 = -32603;
+    const METHOD_NOT_FOUND: i64 = -32601;
+    /// EIP-1474 "limit exceeded" (rate limits at providers).
+    const LIMIT_EXCEEDED: i64 = -32005;
+    let message = message.to_ascii_lowercase();
+    let says = |needles: &[&str]| needles.iter().any(|n| message.contains(n));
+    if code == EIP7966_TIMEOUT
+        || code == INTERNAL_ERROR
+        || already_known(&message)
+        || says(&["added to the mempool", "timeout", "timed out"])
+    {
+        BroadcastVerdict::Pending
+    } else if code == METHOD_NOT_FOUND
+        || code == LIMIT_EXCEEDED
+        || says(&["rate limit", "too many requests"])
+    {
+        BroadcastVerdict::NotProcessed
+    } else {
+        BroadcastVerdict::Refused
+    }
+}
+
+/// The node already holds this very transaction (geth/reth "already known", older geth
+/// "known transaction", anvil "transaction already imported").
+fn already_known(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    // "known transaction" as a phrase of its own: not "unknown transaction type".
+    let known_transaction = message.match_indices("known transaction").any(|(i, _)| {
+        !message[..i]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_ascii_alphabetic())
+    });
+    known_transaction || message.contains("already known") || message.contains("already imported")
+}
+
+/// A failed broadcast of the transaction `hash` (see the module docs' table).
+fn broadcast_failure(what: &str, hash: B256, e: TransportError) -> ChainError {
+    match e {
+        RpcError::ErrorResp(payload) => {
+            let answer = format!("code {}: {}", payload.code, payload.message);
+            match broadcast_verdict(payload.code, &payload.message) {
+                BroadcastVerdict::Pending => ChainError::Uncertain(format!(
+                    "{what} of {hash}: the node may hold the transaction: {answer}"
+                )),
+                BroadcastVerdict::NotProcessed => {
+                    ChainError::Unavailable(format!("{what}: {answer}"))
+                }
+                BroadcastVerdict::Refused => ChainError::Refused(payload.message.to_string()),
+            }
+        }
+        other if never_sent(&other) => unavailable(what, other),
+        other => ChainError::Uncertain(format!("{what} of {hash}: {}", error_chain(&other))),
+    }
+}
+
+/// Whether the request certainly never left this process: the connection to the node could
+/// not be opened (refused, DNS, TLS handshake).
+fn never_sent(e: &TransportError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<reqwest::Error>()
+            .is_some_and(reqwest::Error::is_connect)
+        {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// A JSON-RPC error response is the node's verdict on the transaction; anything else is an
@@ -275,17 +593,32 @@ fn parse_rpc_url(rpc_url: &str) -> Result<reqwest::Url, ChainError> {
 /// `e` and its sources, outermost first, joined with ": " (a source whose text its parent
 /// already shows is skipped). reqwest and hyper keep the useful part (connection refused, DNS,
 /// TLS certificate) in the sources, and `Display` alone says only "error sending request".
-/// An untrusted certificate gets a hint on how to trust it.
+/// An untrusted certificate gets a hint on how to trust it. The URL a reqwest error names
+/// (which may carry an API key) is left out.
 pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
-    let mut source = e.source();
+    let mut urls = Vec::new();
+    let mut source = Some(e);
+    let mut outermost = true;
     while let Some(cause) = source {
+        if let Some(url) = cause
+            .downcast_ref::<reqwest::Error>()
+            .and_then(reqwest::Error::url)
+        {
+            urls.push(url.to_string());
+        }
         let part = cause.to_string();
-        if !part.is_empty() && !text.contains(&part) {
+        if !outermost && !part.is_empty() && !text.contains(&part) {
             text.push_str(": ");
             text.push_str(&part);
         }
+        outermost = false;
         source = cause.source();
+    }
+    for url in urls {
+        text = text
+            .replace(&format!(" for url ({url})"), "")
+            .replace(&url, "<rpc url>");
     }
     if text.contains("invalid peer certificate") {
         text.push_str(
@@ -294,4 +627,123 @@ pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         );
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn broadcast_answers_are_classified() {
+        use BroadcastVerdict::*;
+        let cases: &[(i64, &str, BroadcastVerdict)] = &[
+            // EIP-7966, whatever the text.
+            (
+                4,
+                "The transaction was added to the mempool but wasn't processed within the designated timeout interval.",
+                Pending,
+            ),
+            (4, "wait timeout", Pending),
+            // reth's sync timeout, with its older generic code.
+            (
+                -32000,
+                "Transaction 0xab was added to the mempool but wasn't confirmed within 10s.",
+                Pending,
+            ),
+            // anvil's own sync timeout.
+            (-32603, "Transaction confirmation timeout", Pending),
+            (-32603, "internal error", Pending),
+            (-32000, "already known", Pending),
+            (-32000, "known transaction: 0xab", Pending),
+            (-32003, "transaction already imported", Pending),
+            (-32000, "request timed out", Pending),
+            (
+                -32601,
+                "the method eth_sendRawTransactionSync does not exist/is not available",
+                NotProcessed,
+            ),
+            (-32005, "limit exceeded", NotProcessed),
+            (-32000, "Rate limit reached, retry later", NotProcessed),
+            (-32000, "nonce too low", Refused),
+            (
+                -32000,
+                "insufficient funds for gas * price + value",
+                Refused,
+            ),
+            (
+                -32003,
+                "Insufficient funds for gas * price + value",
+                Refused,
+            ),
+            (-32000, "invalid signature", Refused),
+            (-32000, "intrinsic gas too low", Refused),
+            (
+                -32000,
+                "intrinsic gas too high -- tx.gas_limit > env.block.gas_limit",
+                Refused,
+            ),
+            (-32003, "invalid chain id for signer", Refused),
+            (
+                -32003,
+                "Tempo tx valid_before (1) must be > current time + 3s (5)",
+                Refused,
+            ),
+            (-32602, "Failed to decode transaction", Refused),
+            (-32000, "unknown transaction type", Refused),
+        ];
+        for (code, message, expected) in cases {
+            assert_eq!(
+                broadcast_verdict(*code, message),
+                *expected,
+                "{code} {message}"
+            );
+        }
+        assert!(already_known("Transaction Already Imported"));
+        assert!(!already_known("nonce too low"));
+    }
+
+    #[test]
+    fn tempo_simulate_answers_are_read() {
+        let ok = json!({"blocks": [{"calls": [{"status": "0x1", "gasUsed": "0x5208", "returnData": "0x", "logs": []}]}], "tokenMetadata": {}});
+        assert_eq!(simulated_gas(&ok).unwrap(), 21_000);
+        let reverted = json!({"blocks": [{"calls": [{"status": "0x0", "gasUsed": "0x5208", "returnData": "0x832f98b5", "error": {"code": -32000, "message": "out of gas"}}]}]});
+        assert_eq!(
+            simulated_gas(&reverted),
+            Err(ChainError::Refused("out of gas 0x832f98b5".into()))
+        );
+        assert!(matches!(
+            simulated_gas(&json!({"blocks": []})),
+            Err(ChainError::Unavailable(_))
+        ));
+    }
+
+    #[test]
+    fn error_texts_leave_out_the_url() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let error = runtime.block_on(async {
+            // A port nothing listens on (bound, then released).
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            reqwest::Client::new()
+                .get(format!("http://127.0.0.1:{port}/?apikey=SECRET"))
+                .send()
+                .await
+                .unwrap_err()
+        });
+        assert!(error.to_string().contains("SECRET"));
+        let text = error_chain(&error);
+        assert!(
+            !text.contains("SECRET") && !text.contains("127.0.0.1"),
+            "{text}"
+        );
+        assert!(text.contains("onnect"), "{text}");
+    }
 }

@@ -72,7 +72,7 @@ pub use charge::{
     ChargeContext, ChargeError, ChargeKind, ChargeMode, SettledCharge, SponsorPolicy,
     TempoChargeRequest,
 };
-pub use method::{DEFAULT_STORE_PATH, Tempo, TempoBuilder};
+pub use method::{DEFAULT_MAINTENANCE_INTERVAL, DEFAULT_STORE_PATH, Tempo, TempoBuilder};
 pub use tokens::{PATH_USD, USDC_E};
 
 /// The method id in challenges.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use alloy::primitives::{Address, B256};
 use alloy::signers::local::PrivateKeySigner;
-use mpp_core::method::{Method, MethodError, PriceTerms, Verified, VerifyContext};
+use mpp_core::method::{Method, MethodError, PriceTerms, Settle, Verified, VerifyContext};
 use mpp_core::{BoxFuture, Receipt, expiry::format_timestamp};
 use serde_json::Value;
 
@@ -17,7 +17,7 @@ use crate::chains::TempoChain;
 use crate::challenge::ChallengeView;
 use crate::charge::{
     ChargeContext, ChargeError, ChargeMode, ChargeVerifier, MethodDetails, SettledCharge, Split,
-    Sponsor, SponsorPolicy, TempoChargeRequest,
+    Sponsor, SponsorPolicy, TempoChargeRequest, resolve_pending,
 };
 use crate::store::ReplayStore;
 use crate::tokens::PATH_USD;
@@ -58,7 +58,11 @@ pub struct TempoBuilder {
     root_certificates: Vec<Vec<u8>>,
     rpc_timeout: Option<Duration>,
     broadcast_timeout: Option<Duration>,
+    maintenance_interval: Option<Duration>,
 }
+
+/// How often pending payments are resolved and expired claims purged, by default.
+pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(15);
 
 impl std::fmt::Debug for TempoBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -118,6 +122,11 @@ impl TempoBuilder {
     }
 
     /// A fixed memo the primary transfer must carry (replaces the attribution memo rule).
+    ///
+    /// Without the attribution memo a mined transfer names no challenge, so whoever presents
+    /// its hash first would be paid for (front-running): with a fixed memo, only pull
+    /// credentials are offered unless [`supported_modes`](Self::supported_modes) says
+    /// otherwise.
     pub fn memo(mut self, memo: B256) -> Self {
         self.memo = Some(memo);
         self
@@ -161,9 +170,20 @@ impl TempoBuilder {
         self
     }
 
-    /// Timeout of `eth_sendRawTransactionSync` (default 10 s).
+    /// Timeout of `eth_sendRawTransactionSync` (default 10 s). Past it, the transaction's
+    /// outcome is looked up until it is mined or its `validBefore` passes.
     pub fn broadcast_timeout(mut self, timeout: Duration) -> Self {
         self.broadcast_timeout = Some(timeout);
+        self
+    }
+
+    /// How often a background task resolves pending payments (sent transactions whose
+    /// outcome was lost, also from before a restart) and purges expired claims (default
+    /// [`DEFAULT_MAINTENANCE_INTERVAL`]; `Duration::ZERO` turns it off, e.g. when another
+    /// process sharing the store does it). The task stops when the last clone of the
+    /// [`Tempo`] is dropped.
+    pub fn maintenance_interval(mut self, interval: Duration) -> Self {
+        self.maintenance_interval = Some(interval);
         self
     }
 
@@ -216,8 +236,9 @@ impl TempoBuilder {
             None => default_store().await?,
         };
         let supported_modes = self.supported_modes.or_else(|| {
-            // The draft forbids hash credentials with feePayer: advertise pull only.
-            self.sponsor.as_ref().map(|_| vec![ChargeMode::Pull])
+            // The draft forbids hash credentials with feePayer, and a fixed memo makes a
+            // pushed hash claimable by anyone: advertise pull only.
+            (self.sponsor.is_some() || self.memo.is_some()).then(|| vec![ChargeMode::Pull])
         });
         tracing::info!(
             chain_id = node_chain_id,
@@ -225,7 +246,7 @@ impl TempoBuilder {
             %currency,
             "tempo method ready"
         );
-        Ok(Tempo {
+        let tempo = Tempo {
             inner: Arc::new(Inner {
                 chain,
                 chain_id: node_chain_id,
@@ -238,9 +259,46 @@ impl TempoBuilder {
                 sponsor: self.sponsor,
                 store,
                 broadcast_timeout: self.broadcast_timeout.unwrap_or(DEFAULT_BROADCAST_TIMEOUT),
+                paid_for: PAID_CLAIM_RETENTION,
             }),
-        })
+        };
+        let interval = self
+            .maintenance_interval
+            .unwrap_or(DEFAULT_MAINTENANCE_INTERVAL);
+        if !interval.is_zero() {
+            spawn_maintenance(Arc::downgrade(&tempo.inner), interval);
+        }
+        Ok(tempo)
     }
+}
+
+/// How long the background resolver keeps a payment it settled redeemable: a day, far beyond
+/// any challenge lifetime (the gate refuses the credential once its challenge has expired).
+const PAID_CLAIM_RETENTION: time::Duration = time::Duration::days(1);
+
+/// Resolves pending payments and purges expired claims every `interval`, until the method
+/// is dropped.
+fn spawn_maintenance(inner: std::sync::Weak<Inner>, interval: Duration) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(interval);
+        // The first tick is immediate: pending payments from before a restart go first.
+        loop {
+            ticks.tick().await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            match resolve_pending(inner.store.as_ref(), &inner.chain, 256, inner.paid_for).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(resolved = n, "resolved pending payments"),
+                Err(e) => tracing::warn!(reason = %e, "could not resolve pending payments"),
+            }
+            match inner.store.purge_expired().await {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(purged = n, "purged expired payment claims"),
+                Err(e) => tracing::warn!(reason = %e, "could not purge expired payment claims"),
+            }
+        }
+    });
 }
 
 /// The store used when none is configured: the SQLite file [`DEFAULT_STORE_PATH`].
@@ -280,6 +338,8 @@ struct Inner {
     sponsor: Option<Sponsor>,
     store: Arc<dyn ReplayStore>,
     broadcast_timeout: Duration,
+    /// How long a payment the resolver settled stays redeemable.
+    paid_for: time::Duration,
 }
 
 /// The Tempo payment method (cheap to clone).
@@ -368,11 +428,13 @@ impl Tempo {
     }
 
     /// Verifies and settles a charge credential (its `payload`, and its `source` DID when
-    /// present) for `ctx`: the typed entry point under [`Method::verify`].
+    /// present) for `ctx`, and marks it used: the typed entry point for callers outside the
+    /// payment gate. (Through the gate, [`Method::verify`] holds the payment and takes it only
+    /// once the service has answered with success.)
     ///
     /// What the payment gate checks is not checked again: the challenge's HMAC binding, that
     /// `ctx.request` is this route's terms, and the challenge expiry. Payer faults and
-    /// infrastructure faults are distinct [`ChargeError`]s; replay keys are claimed before
+    /// infrastructure faults are distinct [`ChargeError`]s; the payment is claimed before
     /// anything is broadcast.
     pub async fn verify_charge(
         &self,
@@ -380,7 +442,10 @@ impl Tempo {
         source: Option<&str>,
         payload: &Value,
     ) -> Result<SettledCharge, ChargeError> {
-        self.charge_verifier().verify(ctx, source, payload).await
+        let (settled, mut settlement) = self.charge_verifier().verify(ctx, source, payload).await?;
+        let taken = settlement.take().await;
+        Settle::finish(Box::new(settlement), taken.is_ok()).await;
+        taken.map(|()| settled)
     }
 
     fn charge_verifier(&self) -> ChargeVerifier<'_> {
@@ -388,10 +453,19 @@ impl Tempo {
         ChargeVerifier {
             chain: &i.chain,
             chain_id: i.chain_id,
-            store: i.store.as_ref(),
+            store: &i.store,
             sponsor: i.sponsor.as_ref(),
             broadcast_timeout: i.broadcast_timeout,
         }
+    }
+
+    /// Resolves pending payments now (sent transactions whose outcome nobody learned, e.g.
+    /// after a crash): mined → settled, so the same credential is served without a second
+    /// charge; expired unmined or reverted → released. The method also does this in the
+    /// background ([`TempoBuilder::maintenance_interval`]). Returns how many were resolved.
+    pub async fn resolve_pending(&self) -> Result<usize, ChargeError> {
+        let i = &self.inner;
+        resolve_pending(i.store.as_ref(), &i.chain, 256, i.paid_for).await
     }
 
     /// The `charge` intent of [`Method::verify`].
@@ -404,9 +478,11 @@ impl Tempo {
             .map_err(|e| MethodError::verification_failed(e.to_string()))?;
         let credential = ctx.credential;
         let charge =
-            ChargeContext::new(&request, ChallengeView::from_verify_context(&ctx), ctx.now);
-        let settled = self
-            .verify_charge(charge, credential.source.as_deref(), &credential.payload)
+            ChargeContext::new(&request, ChallengeView::from_verify_context(&ctx), ctx.now)
+                .with_max_lifetime(ctx.max_lifetime);
+        let (settled, settlement) = self
+            .charge_verifier()
+            .verify(charge, credential.source.as_deref(), &credential.payload)
             .await?;
         let mut receipt = Receipt::success(
             METHOD_NAME,
@@ -417,7 +493,8 @@ impl Tempo {
         Ok(Verified::serve(receipt)
             .with_payer(settled.payer_did().to_string())
             .with_amount(settled.amount)
-            .with_decimals(self.inner.decimals))
+            .with_decimals(self.inner.decimals)
+            .settle_later(settlement))
     }
 }
 

@@ -17,7 +17,7 @@ use mpp_core::EncodedJson;
 use mpp_core::expiry::{format_timestamp, parse_timestamp};
 use mpp_tempo::charge::{ChargeMode, SponsorPolicy};
 use mpp_tempo::client::{PaymentCredential, TempoPayer, TxOptions};
-use mpp_tempo::store::{Claim, ReplayStore, SqliteStore};
+use mpp_tempo::store::{Claim, ClaimState, NewClaim, ReplayStore, SqliteStore};
 use mpp_tempo::testing::{ANVIL_CHAIN_ID, AnvilNode, DEV_ACCOUNTS, tokens};
 use mpp_tempo::{
     ChallengeView, ChargeContext, ChargeError, ChargeKind, SettledCharge, Tempo, TempoChargeRequest,
@@ -134,6 +134,17 @@ async fn verify_payload(
 ) -> Result<SettledCharge, ChargeError> {
     let ctx = ChargeContext::new(req, ch.server_view(), OffsetDateTime::now_utc());
     env.tempo.verify_charge(ctx, source, payload).await
+}
+
+/// A probe claim: `Claimed` proves nobody holds `key`.
+fn free_claim(key: &str, expires_at: OffsetDateTime) -> NewClaim<'_> {
+    NewClaim {
+        key,
+        owner: "probe",
+        state: ClaimState::Served,
+        expires_at,
+        valid_before: None,
+    }
 }
 
 async fn balance(env: &Env, token: Address, who: Address) -> U256 {
@@ -621,7 +632,10 @@ async fn reverted_and_unknown_transactions_are_refused() {
     assert_refused(verify(&env, &big, &ch, &cred).await, "reverting pull");
     let hash_key = format!("{:#x}", cred.tx_hash.unwrap());
     assert_eq!(
-        env.store.claim(&hash_key, ch.expires).await.unwrap(),
+        env.store
+            .claim(free_claim(&hash_key, ch.expires))
+            .await
+            .unwrap(),
         Claim::Claimed,
         "a refused simulation must release its claims"
     );
@@ -671,13 +685,19 @@ async fn node_down_is_an_error_never_a_success() {
     // The pull was never broadcast, so its claims were released: the payer may retry.
     let hash_key = format!("{:#x}", pull.tx_hash.unwrap());
     assert_eq!(
-        env.store.claim(&hash_key, ch_pull.expires).await.unwrap(),
+        env.store
+            .claim(free_claim(&hash_key, ch_pull.expires))
+            .await
+            .unwrap(),
         Claim::Claimed
     );
     // The push was never claimed either.
     let push_key = format!("{:#x}", push.tx_hash.unwrap());
     assert_eq!(
-        env.store.claim(&push_key, ch_push.expires).await.unwrap(),
+        env.store
+            .claim(free_claim(&push_key, ch_push.expires))
+            .await
+            .unwrap(),
         Claim::Claimed
     );
 }
@@ -720,7 +740,11 @@ async fn method_adapter_issues_terms_and_verifies() {
     assert_eq!(credential.challenge, challenge);
     assert_eq!(credential.payload["type"], "transaction");
     let ctx = VerifyContext::new(&credential, REALM, expires, now);
-    let verified = env.tempo.verify(ctx).await.unwrap();
+    let mut verified = env.tempo.verify(ctx).await.unwrap();
+    // Verified and held: the money is taken when the gate settles it.
+    let mut settlement = verified.settlement.take().expect("a held settlement");
+    settlement.settle().await.unwrap();
+    settlement.finish(true).await;
     assert_eq!(verified.receipt.method, "tempo");
     assert_eq!(verified.receipt.external_id.as_deref(), Some("order-42"));
     assert_eq!(verified.amount, Some(10_000));
@@ -771,23 +795,28 @@ async fn verification_reads_time_from_the_context() {
         }
         other => panic!("a pull past validBefore by the context's clock: {other:?}"),
     }
-    let verified = env
+    let mut verified = env
         .tempo
         .verify(VerifyContext::new(&credential, REALM, ch.expires, now))
         .await
         .unwrap();
+    let mut settlement = verified.settlement.take().expect("a held settlement");
+    settlement.settle().await.unwrap();
+    settlement.finish(true).await;
     assert_eq!(
         Some(verified.receipt.reference),
         paid.tx_hash.map(|h| format!("{h:#x}"))
     );
 
-    // A proof verified "yesterday": its replay key expires ten years after that `now`.
+    // A proof verified "yesterday": its claim lasts as long as its challenge could be
+    // accepted (plus a minute), not a fixed retention from that `now`.
     let free = env.tempo.charge_request(0);
     let ch = Challenge::new(&free);
     let proof = payer(&env, 2).proof(ch.as_client()).unwrap();
     let credential: Credential = proof.into_credential(ch.as_client());
     let yesterday = now - Duration::from_secs(86_400);
-    env.tempo
+    let mut verified = env
+        .tempo
         .verify(VerifyContext::new(
             &credential,
             REALM,
@@ -796,13 +825,15 @@ async fn verification_reads_time_from_the_context() {
         ))
         .await
         .unwrap();
+    let mut settlement = verified.settlement.take().expect("a held settlement");
+    settlement.settle().await.unwrap();
+    settlement.finish(true).await;
     let stored: i64 = sqlx::query_scalar("SELECT expires_at FROM replay_keys WHERE key = ?1")
         .bind(format!("tempo:charge:proof:{}", ch.id))
         .fetch_one(env.store.pool())
         .await
         .unwrap();
-    let ten_years = time::Duration::days(3650);
-    let nanos = (yesterday + ten_years).unix_timestamp_nanos();
+    let nanos = (ch.expires + Duration::from_secs(60)).unix_timestamp_nanos();
     let expected_ms = nanos / 1_000_000 + i128::from(nanos % 1_000_000 != 0);
     assert_eq!(i128::from(stored), expected_ms);
 }

@@ -12,8 +12,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use mpp_core::BoxFuture;
 use mpp_tempo::store::{
-    Claim, MIGRATIONS_TABLE, MemoryStore, PgStore, ReplayStore, SqliteStore, StoreError,
+    Claim, ClaimRecord, ClaimState, MIGRATIONS_TABLE, MemoryStore, NewClaim, PgStore, ReplayStore,
+    SqliteStore, StoreError,
 };
 use sqlx::AssertSqlSafe;
 use sqlx::migrate::Migrator;
@@ -26,6 +28,54 @@ use tokio::task::JoinHandle;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
+
+/// Whether a plain claim (one owner, for the single-use cases) was won.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Taken {
+    Claimed,
+    AlreadyClaimed,
+}
+
+const OWNER: &str = "test-owner";
+
+/// Single-use claims on top of the stateful API: claim in `Served`, release from it.
+trait SingleUse {
+    fn claim_key<'a>(
+        &'a self,
+        key: &'a str,
+        expires_at: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<Taken, StoreError>>;
+    fn release_key<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+impl<T: ReplayStore + ?Sized> SingleUse for T {
+    fn claim_key<'a>(
+        &'a self,
+        key: &'a str,
+        expires_at: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<Taken, StoreError>> {
+        Box::pin(async move {
+            let claim = NewClaim {
+                key,
+                owner: OWNER,
+                state: ClaimState::Served,
+                expires_at,
+                valid_before: None,
+            };
+            Ok(match self.claim(claim).await? {
+                Claim::Claimed => Taken::Claimed,
+                Claim::Existing(_) => Taken::AlreadyClaimed,
+            })
+        })
+    }
+
+    fn release_key<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            self.release(key, OWNER, ClaimState::Served).await?;
+            Ok(())
+        })
+    }
+}
 
 /// A key no other test (or earlier run against the same Postgres) uses.
 fn unique(name: &str) -> String {
@@ -76,17 +126,17 @@ async fn dead_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
-fn count(results: &[Result<Claim, StoreError>]) -> (usize, usize) {
+fn count(results: &[Result<Taken, StoreError>]) -> (usize, usize) {
     for r in results {
         assert!(r.is_ok(), "a claim failed: {r:?}");
     }
     let claimed = results
         .iter()
-        .filter(|r| matches!(r, Ok(Claim::Claimed)))
+        .filter(|r| matches!(r, Ok(Taken::Claimed)))
         .count();
     let taken = results
         .iter()
-        .filter(|r| matches!(r, Ok(Claim::AlreadyClaimed)))
+        .filter(|r| matches!(r, Ok(Taken::AlreadyClaimed)))
         .count();
     (claimed, taken)
 }
@@ -97,28 +147,31 @@ fn count(results: &[Result<Claim, StoreError>]) -> (usize, usize) {
 async fn claim_then_reclaim(store: &impl ReplayStore) {
     let key = unique("reclaim");
     assert_eq!(
-        store.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::Claimed
     );
     assert_eq!(
-        store.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::AlreadyClaimed
+        store.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::AlreadyClaimed
     );
     // A later expiry does not help a second claimant.
     let far = OffsetDateTime::now_utc() + Duration::from_secs(86_400);
-    assert_eq!(store.claim(&key, far).await.unwrap(), Claim::AlreadyClaimed);
+    assert_eq!(
+        store.claim_key(&key, far).await.unwrap(),
+        Taken::AlreadyClaimed
+    );
     // Keys are exact: another key (even a prefix) is independent.
     let other = format!("{key}x");
     assert_eq!(
-        store.claim(&other, in_a_minute()).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&other, in_a_minute()).await.unwrap(),
+        Taken::Claimed
     );
     assert_eq!(
         store
-            .claim(&key[..key.len() - 1], in_a_minute())
+            .claim_key(&key[..key.len() - 1], in_a_minute())
             .await
             .unwrap(),
-        Claim::Claimed
+        Taken::Claimed
     );
 }
 
@@ -126,64 +179,64 @@ async fn expired_claim_is_reclaimable(store: &impl ReplayStore) {
     // Already expired when claimed: the claim succeeds, and the key stays free.
     let key = unique("expired");
     assert_eq!(
-        store.claim(&key, a_second_ago()).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&key, a_second_ago()).await.unwrap(),
+        Taken::Claimed
     );
     assert_eq!(
-        store.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::Claimed
     );
     // ... and the take-over holds for its new expiry.
     assert_eq!(
-        store.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::AlreadyClaimed
+        store.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::AlreadyClaimed
     );
 
     // Expires while we wait.
     let key = unique("expiring");
     let soon = OffsetDateTime::now_utc() + Duration::from_millis(300);
-    assert_eq!(store.claim(&key, soon).await.unwrap(), Claim::Claimed);
+    assert_eq!(store.claim_key(&key, soon).await.unwrap(), Taken::Claimed);
     assert_eq!(
-        store.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::AlreadyClaimed
+        store.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::AlreadyClaimed
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
     assert_eq!(
-        store.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::Claimed
     );
     assert_eq!(
-        store.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::AlreadyClaimed
+        store.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::AlreadyClaimed
     );
 }
 
 async fn release_frees_the_key(store: &impl ReplayStore) {
     let key = unique("release");
     assert_eq!(
-        store.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::Claimed
     );
-    store.release(&key).await.unwrap();
+    store.release_key(&key).await.unwrap();
     assert_eq!(
-        store.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::Claimed
     );
     assert_eq!(
-        store.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::AlreadyClaimed
+        store.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::AlreadyClaimed
     );
     // Releasing one key leaves others alone; releasing an unknown key is fine.
     let other = unique("release-other");
     assert_eq!(
-        store.claim(&other, in_a_minute()).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&other, in_a_minute()).await.unwrap(),
+        Taken::Claimed
     );
-    store.release(&key).await.unwrap();
-    store.release(&unique("never-claimed")).await.unwrap();
+    store.release_key(&key).await.unwrap();
+    store.release_key(&unique("never-claimed")).await.unwrap();
     assert_eq!(
-        store.claim(&other, in_a_minute()).await.unwrap(),
-        Claim::AlreadyClaimed
+        store.claim_key(&other, in_a_minute()).await.unwrap(),
+        Taken::AlreadyClaimed
     );
 }
 
@@ -193,15 +246,15 @@ async fn concurrent_claims_one_winner<S: ReplayStore + Clone>(store: &S) {
         let key = unique("concurrent");
         if expired_first {
             assert_eq!(
-                store.claim(&key, a_second_ago()).await.unwrap(),
-                Claim::Claimed
+                store.claim_key(&key, a_second_ago()).await.unwrap(),
+                Taken::Claimed
             );
         }
-        let tasks: Vec<JoinHandle<Result<Claim, StoreError>>> = (0..50)
+        let tasks: Vec<JoinHandle<Result<Taken, StoreError>>> = (0..50)
             .map(|_| {
                 let store = store.clone();
                 let key = key.clone();
-                tokio::spawn(async move { store.claim(&key, in_a_minute()).await })
+                tokio::spawn(async move { store.claim_key(&key, in_a_minute()).await })
             })
             .collect();
         let mut results = Vec::new();
@@ -227,24 +280,27 @@ where
     let keys: Vec<String> = (0..KEYS).map(|_| unique("race")).collect();
     // Half the keys start as expired claims, so take-overs race too.
     for key in keys.iter().step_by(2) {
-        assert_eq!(a.claim(key, a_second_ago()).await.unwrap(), Claim::Claimed);
+        assert_eq!(
+            a.claim_key(key, a_second_ago()).await.unwrap(),
+            Taken::Claimed
+        );
     }
-    let mut tasks: Vec<(usize, JoinHandle<Result<Claim, StoreError>>)> = Vec::new();
+    let mut tasks: Vec<(usize, JoinHandle<Result<Taken, StoreError>>)> = Vec::new();
     for _ in 0..PER_HANDLE {
         for (i, key) in keys.iter().enumerate() {
             let (a, key_a) = (a.clone(), key.clone());
             tasks.push((
                 i,
-                tokio::spawn(async move { a.claim(&key_a, in_a_minute()).await }),
+                tokio::spawn(async move { a.claim_key(&key_a, in_a_minute()).await }),
             ));
             let (b, key_b) = (b.clone(), key.clone());
             tasks.push((
                 i,
-                tokio::spawn(async move { b.claim(&key_b, in_a_minute()).await }),
+                tokio::spawn(async move { b.claim_key(&key_b, in_a_minute()).await }),
             ));
         }
     }
-    let mut per_key: Vec<Vec<Result<Claim, StoreError>>> = (0..KEYS).map(|_| Vec::new()).collect();
+    let mut per_key: Vec<Vec<Result<Taken, StoreError>>> = (0..KEYS).map(|_| Vec::new()).collect();
     for (i, t) in tasks {
         per_key[i].push(t.await.unwrap());
     }
@@ -258,12 +314,12 @@ where
     // Each handle sees the other's claims.
     for key in &keys {
         assert_eq!(
-            a.claim(key, in_a_minute()).await.unwrap(),
-            Claim::AlreadyClaimed
+            a.claim_key(key, in_a_minute()).await.unwrap(),
+            Taken::AlreadyClaimed
         );
         assert_eq!(
-            b.claim(key, in_a_minute()).await.unwrap(),
-            Claim::AlreadyClaimed
+            b.claim_key(key, in_a_minute()).await.unwrap(),
+            Taken::AlreadyClaimed
         );
     }
 }
@@ -272,13 +328,146 @@ where
 async fn through_dyn(store: Arc<dyn ReplayStore>) {
     let key = unique("dyn");
     assert_eq!(
-        store.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::Claimed
     );
     assert_eq!(
-        store.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::AlreadyClaimed
+        store.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::AlreadyClaimed
     );
+}
+
+/// A claim of `key` by `owner` in `state`, with a deadline.
+fn new_claim<'a>(key: &'a str, owner: &'a str, state: ClaimState) -> NewClaim<'a> {
+    NewClaim {
+        key,
+        owner,
+        state,
+        expires_at: in_a_minute(),
+        valid_before: Some(1_700_000_000),
+    }
+}
+
+/// The payment life cycle: each move happens only from the state named, for the owner that
+/// holds the claim; a second claimant sees the live claim as it stands.
+async fn states_move_only_from_the_named_state(store: &impl ReplayStore) {
+    let key = unique("states");
+    assert_eq!(
+        store
+            .claim(new_claim(&key, "a", ClaimState::Held))
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+    let seen = |state| {
+        Claim::Existing(ClaimRecord {
+            key: key.clone(),
+            owner: "a".into(),
+            state,
+            valid_before: Some(1_700_000_000),
+        })
+    };
+    assert_eq!(
+        store
+            .claim(new_claim(&key, "b", ClaimState::Held))
+            .await
+            .unwrap(),
+        seen(ClaimState::Held)
+    );
+    let later = in_a_minute();
+    // Wrong owner, wrong state: nothing moves.
+    assert!(
+        !store
+            .advance(&key, "b", ClaimState::Held, ClaimState::Pending, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .advance(&key, "a", ClaimState::Settled, ClaimState::Serving, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .advance(&key, "a", ClaimState::Held, ClaimState::Pending, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .advance(&key, "a", ClaimState::Held, ClaimState::Pending, later)
+            .await
+            .unwrap()
+    );
+    let pending = store.in_state(ClaimState::Pending, 1000).await.unwrap();
+    assert!(
+        pending.iter().any(|r| r.key == key && r.owner == "a"),
+        "{pending:?}"
+    );
+    assert!(
+        store
+            .advance(&key, "a", ClaimState::Pending, ClaimState::Settled, later)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .in_state(ClaimState::Pending, 1000)
+            .await
+            .unwrap()
+            .iter()
+            .any(|r| r.key == key)
+    );
+    assert_eq!(
+        store
+            .claim(new_claim(&key, "a", ClaimState::Held))
+            .await
+            .unwrap(),
+        seen(ClaimState::Settled)
+    );
+    // Release only from the named state and owner.
+    assert!(!store.release(&key, "a", ClaimState::Held).await.unwrap());
+    assert!(!store.release(&key, "b", ClaimState::Settled).await.unwrap());
+    assert!(store.release(&key, "a", ClaimState::Settled).await.unwrap());
+    assert_eq!(
+        store
+            .claim(new_claim(&key, "b", ClaimState::Held))
+            .await
+            .unwrap(),
+        Claim::Claimed
+    );
+}
+
+/// 20 concurrent moves of one settled claim to `Serving`: exactly one wins (two requests with
+/// the same credential are never both served from one payment).
+async fn concurrent_advances_one_winner<S: ReplayStore + Clone>(store: &S) {
+    let key = unique("serve-once");
+    store
+        .claim(new_claim(&key, "a", ClaimState::Settled))
+        .await
+        .unwrap();
+    let tasks: Vec<JoinHandle<Result<bool, StoreError>>> = (0..20)
+        .map(|_| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move {
+                store
+                    .advance(
+                        &key,
+                        "a",
+                        ClaimState::Settled,
+                        ClaimState::Serving,
+                        in_a_minute(),
+                    )
+                    .await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        won += usize::from(t.await.unwrap().unwrap());
+    }
+    assert_eq!(won, 1);
 }
 
 /// An expiry of 2100-01-01T00:00:00.123456Z, stored as unix ms rounded up.
@@ -302,11 +491,53 @@ async fn memory_semantics() {
     assert!(live > 0);
     let key = unique("purge");
     assert_eq!(
-        store.claim(&key, a_second_ago()).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&key, a_second_ago()).await.unwrap(),
+        Taken::Claimed
     );
-    assert!(store.purge_expired() >= 1);
+    assert!(store.purge_expired().await.unwrap() >= 1);
     assert_eq!(store.live_keys(), live);
+    states_move_only_from_the_named_state(&store).await;
+    concurrent_advances_one_winner(&store).await;
+}
+
+#[tokio::test]
+async fn memory_store_is_bounded_and_fails_closed() {
+    let store = MemoryStore::with_capacity(3);
+    for _ in 0..3 {
+        assert_eq!(
+            store
+                .claim_key(&unique("cap"), in_a_minute())
+                .await
+                .unwrap(),
+            Taken::Claimed
+        );
+    }
+    // Full of live claims: a new one is a store fault (503), never an eviction of a live
+    // claim, which would reopen it to replay.
+    assert!(
+        store
+            .claim_key(&unique("cap"), in_a_minute())
+            .await
+            .is_err()
+    );
+    // Expired claims make room.
+    let store = MemoryStore::with_capacity(2);
+    store
+        .claim_key(&unique("old"), a_second_ago())
+        .await
+        .unwrap();
+    store
+        .claim_key(&unique("old"), a_second_ago())
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .claim_key(&unique("new"), in_a_minute())
+            .await
+            .unwrap(),
+        Taken::Claimed
+    );
+    assert_eq!(store.live_keys(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -322,6 +553,48 @@ async fn sqlite_semantics() {
     release_frees_the_key(&store).await;
     concurrent_claims_one_winner(&store).await;
     through_dyn(Arc::new(store.clone())).await;
+    states_move_only_from_the_named_state(&store).await;
+    concurrent_advances_one_winner(&store).await;
+}
+
+/// A database written before claim states existed keeps its claims, as served payments.
+#[tokio::test]
+async fn sqlite_claims_from_before_states_stay_used() {
+    let (_dir, path) = sqlite_file().await;
+    let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+        .unwrap()
+        .create_if_missing(true);
+    let pool = SqlitePoolOptions::new()
+        .connect_with(options)
+        .await
+        .unwrap();
+    let store = SqliteStore::new_unmigrated(pool.clone());
+    // Only the first migration, as an older release ran it.
+    let first = Migrator {
+        migrations: std::borrow::Cow::Owned(
+            mpp_tempo::store::sqlite::MIGRATOR.migrations[..1].to_vec(),
+        ),
+        ..Migrator::DEFAULT
+    };
+    let mut first = first;
+    first.dangerous_set_table_name(MIGRATIONS_TABLE);
+    first.run(&pool).await.unwrap();
+    let key = unique("old-row");
+    sqlx::query("INSERT INTO replay_keys (key, expires_at) VALUES (?1, ?2)")
+        .bind(&key)
+        .bind(EXACT_EXPIRY_MS)
+        .execute(&pool)
+        .await
+        .unwrap();
+    store.migrate().await.unwrap();
+    match store
+        .claim(new_claim(&key, "a", ClaimState::Held))
+        .await
+        .unwrap()
+    {
+        Claim::Existing(record) => assert_eq!(record.state, ClaimState::Served),
+        other => panic!("the old claim was lost: {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -335,13 +608,13 @@ async fn sqlite_in_memory_semantics() {
     // Not shared with another in-memory store.
     let key = unique("private");
     assert_eq!(
-        store.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::Claimed
     );
     let other = SqliteStore::in_memory().await.unwrap();
     assert_eq!(
-        other.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::Claimed
+        other.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::Claimed
     );
 }
 
@@ -362,8 +635,8 @@ async fn sqlite_uses_wal_and_stores_exact_times() {
 
     let key = unique("exact");
     assert_eq!(
-        store.claim(&key, EXACT_EXPIRY).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&key, EXACT_EXPIRY).await.unwrap(),
+        Taken::Claimed
     );
     let stored: i64 = sqlx::query_scalar("SELECT expires_at FROM replay_keys WHERE key = ?1")
         .bind(&key)
@@ -375,8 +648,8 @@ async fn sqlite_uses_wal_and_stores_exact_times() {
     // Purging removes expired rows only.
     let old = unique("old");
     assert_eq!(
-        store.claim(&old, a_second_ago()).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&old, a_second_ago()).await.unwrap(),
+        Taken::Claimed
     );
     assert_eq!(store.purge_expired().await.unwrap(), 1);
     let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replay_keys")
@@ -393,16 +666,16 @@ async fn sqlite_reopen_keeps_claims() {
     {
         let store = SqliteStore::open(&path).await.unwrap();
         assert_eq!(
-            store.claim(&key, in_a_minute()).await.unwrap(),
-            Claim::Claimed
+            store.claim_key(&key, in_a_minute()).await.unwrap(),
+            Taken::Claimed
         );
         store.close().await;
     }
     // Re-opening runs the (already applied) migrations again, harmlessly.
     let store = SqliteStore::open(&path).await.unwrap();
     assert_eq!(
-        store.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::AlreadyClaimed
+        store.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::AlreadyClaimed
     );
 }
 
@@ -429,21 +702,26 @@ async fn sqlite_database_errors_are_store_errors() {
         .execute(store.pool())
         .await
         .unwrap();
-    let err = store.claim(&unique("broken"), in_a_minute()).await;
+    let err = store.claim_key(&unique("broken"), in_a_minute()).await;
     assert!(err.is_err(), "{err:?}");
     assert!(
         err.unwrap_err()
             .to_string()
             .contains("replay store unavailable")
     );
-    assert!(store.release("k").await.is_err());
+    assert!(store.release_key("k").await.is_err());
     assert!(store.purge_expired().await.is_err());
 
     // A closed pool.
     let store = SqliteStore::open(&path).await.unwrap();
     store.close().await;
-    assert!(store.claim(&unique("closed"), in_a_minute()).await.is_err());
-    assert!(store.release("k").await.is_err());
+    assert!(
+        store
+            .claim_key(&unique("closed"), in_a_minute())
+            .await
+            .is_err()
+    );
+    assert!(store.release_key("k").await.is_err());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -458,6 +736,8 @@ async fn postgres_semantics() {
     release_frees_the_key(&store).await;
     concurrent_claims_one_winner(&store).await;
     through_dyn(Arc::new(store.clone())).await;
+    states_move_only_from_the_named_state(&store).await;
+    concurrent_advances_one_winner(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -475,8 +755,8 @@ async fn postgres_stores_exact_times_and_purges() {
     let store = pg_store(&url).await;
     let key = unique("exact");
     assert_eq!(
-        store.claim(&key, EXACT_EXPIRY).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&key, EXACT_EXPIRY).await.unwrap(),
+        Taken::Claimed
     );
     let stored: i64 = sqlx::query_scalar("SELECT expires_at FROM replay_keys WHERE key = $1")
         .bind(&key)
@@ -487,8 +767,8 @@ async fn postgres_stores_exact_times_and_purges() {
 
     let old = unique("old");
     assert_eq!(
-        store.claim(&old, a_second_ago()).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&old, a_second_ago()).await.unwrap(),
+        Taken::Claimed
     );
     assert!(store.purge_expired().await.unwrap() >= 1);
     let gone: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM replay_keys WHERE key = $1")
@@ -517,9 +797,9 @@ async fn postgres_unreachable_is_an_error() {
         .connect_lazy(&url)
         .unwrap();
     let store = PgStore::new_unmigrated(pool);
-    let claim = store.claim(&unique("unreachable"), in_a_minute()).await;
+    let claim = store.claim_key(&unique("unreachable"), in_a_minute()).await;
     assert!(claim.is_err(), "{claim:?}");
-    assert!(store.release("k").await.is_err());
+    assert!(store.release_key("k").await.is_err());
 }
 
 #[tokio::test]
@@ -540,7 +820,7 @@ async fn postgres_silent_server_times_out() {
         .unwrap();
     let store = PgStore::new_unmigrated(pool).with_timeout(Duration::from_millis(500));
     let start = Instant::now();
-    let claim = store.claim(&unique("silent"), in_a_minute()).await;
+    let claim = store.claim_key(&unique("silent"), in_a_minute()).await;
     assert!(claim.is_err(), "{claim:?}");
     assert!(claim.unwrap_err().to_string().contains("did not finish"));
     assert!(start.elapsed() < Duration::from_secs(5));
@@ -611,26 +891,26 @@ async fn postgres_dies_under_a_live_pool() {
 
     let live = unique("before-death");
     assert_eq!(
-        store.claim(&live, in_a_minute()).await.unwrap(),
-        Claim::Claimed
+        store.claim_key(&live, in_a_minute()).await.unwrap(),
+        Taken::Claimed
     );
 
     proxy.kill();
     let key = unique("after-death");
     for _ in 0..3 {
-        let claim = store.claim(&key, in_a_minute()).await;
+        let claim = store.claim_key(&key, in_a_minute()).await;
         assert!(claim.is_err(), "dead database gave {claim:?}");
     }
-    assert!(store.release(&live).await.is_err());
+    assert!(store.release_key(&live).await.is_err());
 
     // None of the failed claims took the key; the earlier claim is intact.
     assert_eq!(
-        direct.claim(&key, in_a_minute()).await.unwrap(),
-        Claim::Claimed
+        direct.claim_key(&key, in_a_minute()).await.unwrap(),
+        Taken::Claimed
     );
     assert_eq!(
-        direct.claim(&live, in_a_minute()).await.unwrap(),
-        Claim::AlreadyClaimed
+        direct.claim_key(&live, in_a_minute()).await.unwrap(),
+        Taken::AlreadyClaimed
     );
 }
 
@@ -639,8 +919,13 @@ async fn postgres_closed_pool_is_an_error() {
     let Some(url) = pg_url() else { return };
     let store = pg_store(&url).await;
     store.close().await;
-    assert!(store.claim(&unique("closed"), in_a_minute()).await.is_err());
-    assert!(store.release("k").await.is_err());
+    assert!(
+        store
+            .claim_key(&unique("closed"), in_a_minute())
+            .await
+            .is_err()
+    );
+    assert!(store.release_key("k").await.is_err());
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -652,7 +937,7 @@ static APP_POSTGRES: Migrator = sqlx::migrate!("./tests/app_migrations/postgres"
 
 /// What the application's migrator records, and what the store's records.
 const APP_HISTORY: (i64, &str) = (1, "app");
-const STORE_HISTORY: (i64, &str) = (1, "replay keys");
+const STORE_HISTORY: [(i64, &str); 2] = [(1, "replay keys"), (2, "claim states")];
 
 fn history_sql(table: &str) -> AssertSqlSafe<String> {
     AssertSqlSafe(format!(
@@ -699,7 +984,7 @@ async fn sqlite_migrations_live_beside_the_application_s() {
         let unmigrated = SqliteStore::new_unmigrated(pool.clone());
         assert!(
             unmigrated
-                .claim(&unique("early"), in_a_minute())
+                .claim_key(&unique("early"), in_a_minute())
                 .await
                 .is_err()
         );
@@ -715,7 +1000,7 @@ async fn sqlite_migrations_live_beside_the_application_s() {
         );
         assert_eq!(
             sqlite_history(&pool, MIGRATIONS_TABLE).await,
-            history(STORE_HISTORY),
+            STORE_HISTORY.map(|(v, d)| (v, d.to_owned())).to_vec(),
             "app_first={app_first}"
         );
         sqlx::query("INSERT INTO app_orders (item) VALUES ('fortune')")
@@ -723,8 +1008,11 @@ async fn sqlite_migrations_live_beside_the_application_s() {
             .await
             .unwrap();
         assert_eq!(
-            store.claim(&unique("beside"), in_a_minute()).await.unwrap(),
-            Claim::Claimed
+            store
+                .claim_key(&unique("beside"), in_a_minute())
+                .await
+                .unwrap(),
+            Taken::Claimed
         );
         pool.close().await;
     }
@@ -766,7 +1054,7 @@ async fn postgres_migrations_live_beside_the_application_s() {
         let unmigrated = PgStore::new_unmigrated(pool.clone());
         assert!(
             unmigrated
-                .claim(&unique("early"), in_a_minute())
+                .claim_key(&unique("early"), in_a_minute())
                 .await
                 .is_err()
         );
@@ -782,7 +1070,7 @@ async fn postgres_migrations_live_beside_the_application_s() {
         );
         assert_eq!(
             pg_history(&pool, MIGRATIONS_TABLE).await,
-            history(STORE_HISTORY),
+            STORE_HISTORY.map(|(v, d)| (v, d.to_owned())).to_vec(),
             "app_first={app_first}"
         );
         // The tables are in the fresh schema, not shared with the other tests.
@@ -809,8 +1097,11 @@ async fn postgres_migrations_live_beside_the_application_s() {
             .await
             .unwrap();
         assert_eq!(
-            store.claim(&unique("beside"), in_a_minute()).await.unwrap(),
-            Claim::Claimed
+            store
+                .claim_key(&unique("beside"), in_a_minute())
+                .await
+                .unwrap(),
+            Taken::Claimed
         );
         pool.close().await;
         sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use mpp_core::expiry::{format_timestamp, parse_timestamp};
 use mpp_tempo::client::{TempoPayer, TxOptions};
-use mpp_tempo::store::{Claim, MemoryStore, PgStore, ReplayStore};
+use mpp_tempo::store::{Claim, ClaimState, MemoryStore, NewClaim, PgStore, ReplayStore};
 use mpp_tempo::testing::{ANVIL_CHAIN_ID, AnvilNode, DEV_ACCOUNTS, TlsProxy};
 use mpp_tempo::{
     ChainClient, ChallengeView, ChargeContext, DEFAULT_RPC_TIMEOUT, PrivateKeySigner, Tempo,
@@ -205,19 +205,23 @@ async fn postgres_verify_full_claims_a_key() {
         return;
     };
     let in_a_minute = OffsetDateTime::now_utc() + Duration::from_secs(60);
+    let claim = |key: &'static str| NewClaim {
+        key,
+        owner: "tls-test",
+        state: ClaimState::Served,
+        expires_at: in_a_minute,
+        valid_before: None,
+    };
 
     // The root from the URL (`sslrootcert=`).
     let store = PgStore::connect(&url).await.unwrap();
     assert!(ssl_in_use(&store).await, "the connection is not encrypted");
-    let key = unique("url-root");
-    assert_eq!(
-        store.claim(&key, in_a_minute).await.unwrap(),
-        Claim::Claimed
-    );
-    assert_eq!(
-        store.claim(&key, in_a_minute).await.unwrap(),
-        Claim::AlreadyClaimed
-    );
+    let key: &'static str = unique("url-root").leak();
+    assert_eq!(store.claim(claim(key)).await.unwrap(), Claim::Claimed);
+    assert!(matches!(
+        store.claim(claim(key)).await.unwrap(),
+        Claim::Existing(_)
+    ));
 
     // The root given in code.
     let bare_url = url.split('?').next().unwrap().to_owned() + "?sslmode=verify-full";
@@ -226,11 +230,8 @@ async fn postgres_verify_full_claims_a_key() {
         .await
         .unwrap();
     assert!(ssl_in_use(&store).await, "the connection is not encrypted");
-    let key = unique("code-root");
-    assert_eq!(
-        store.claim(&key, in_a_minute).await.unwrap(),
-        Claim::Claimed
-    );
+    let key: &'static str = unique("code-root").leak();
+    assert_eq!(store.claim(claim(key)).await.unwrap(), Claim::Claimed);
     println!("claimed over TLS (verify-full) with the root from the URL and from code");
 
     // Without the root, verify-full refuses the server's certificate.

@@ -85,10 +85,12 @@ fn is_default_header(header: &str) -> bool {
     header.is_empty() || header.eq_ignore_ascii_case("Authorization")
 }
 
-/// A credential the gate checked and its method verified and settled.
-#[derive(Debug, Clone)]
+/// A credential the gate checked and its method verified (and settled, unless the method
+/// holds it for [`PaymentGate::settle`]).
+#[derive(Debug)]
 pub struct Admitted {
-    /// What the method settled: receipt, payer, amount, and whether to serve.
+    /// What the method verified: receipt, payer, amount, whether to serve, and the held
+    /// settlement if any.
     pub verified: Verified,
     /// The credential (its echoed challenge names the method and intent paid).
     pub credential: Credential,
@@ -226,7 +228,8 @@ impl PaymentGate {
                 return Err(self.refuse(offers, cx, problem, detail).await);
             }
         };
-        let ctx = VerifyContext::new(&credential, cx.realm, expires, cx.now);
+        let ctx = VerifyContext::new(&credential, cx.realm, expires, cx.now)
+            .with_max_lifetime(self.max_lifetime());
         match offer.method().verify(ctx).await {
             Ok(verified) => {
                 tracing::info!(
@@ -241,17 +244,30 @@ impl PaymentGate {
                     credential,
                 })
             }
-            Err(error) => {
-                log_method_error(offer.method_name(), Some(&echo.id), &error);
-                let challenges = match &error {
-                    MethodError::Rejected { problem, .. } if problem.carries_challenge() => {
-                        self.challenges(offers, cx).await.unwrap_or_default()
-                    }
-                    _ => Vec::new(),
-                };
-                Err(Refusal::from_method_error(&error, challenges))
-            }
+            Err(error) => Err(self
+                .method_refusal(offers, cx, offer.method_name(), &echo.id, &error)
+                .await),
         }
+    }
+
+    /// The refusal of a method's error (logged here): a payer fault carries fresh
+    /// challenges where its problem type calls for them.
+    pub(super) async fn method_refusal(
+        &self,
+        offers: &[Offer],
+        cx: &RequestContext<'_>,
+        method: &str,
+        challenge_id: &str,
+        error: &MethodError,
+    ) -> Refusal {
+        log_method_error(method, Some(challenge_id), error);
+        let challenges = match error {
+            MethodError::Rejected { problem, .. } if problem.carries_challenge() => {
+                self.challenges(offers, cx).await.unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        Refusal::from_method_error(error, challenges)
     }
 
     /// A payer-side refusal with fresh challenges (none if preparing them failed: the
@@ -293,7 +309,7 @@ impl PaymentGate {
                 "the credential answers a method or intent this route does not offer",
             ));
         }
-        if !self.binding_holds(credential, cx.realm) {
+        if !self.binding_holds(credential, cx.realm, cx.now) {
             return Err((
                 invalid,
                 "the challenge was not issued by this server, or was altered",
@@ -336,6 +352,17 @@ impl PaymentGate {
         if cx.now >= expires && !offer.method().accepts_expired(credential) {
             return Err((ProblemType::PaymentExpired, "the challenge has expired"));
         }
+        // We never issue a challenge living longer than this: a later `expires` was minted
+        // with a leaked secret. (A cap too large for the calendar is no cap.)
+        let latest = time::Duration::try_from(self.max_lifetime())
+            .ok()
+            .and_then(|max| cx.now.checked_add(max));
+        if latest.is_some_and(|latest| expires > latest) {
+            return Err((
+                invalid,
+                "the challenge expires later than this server allows",
+            ));
+        }
         if let Some(body) = cx.body {
             let matches = echo
                 .digest
@@ -353,10 +380,10 @@ impl PaymentGate {
 
     /// The HMAC over the echo, under this server's realm; also over the canonical re-encoding
     /// of `request`/`opaque`, for clients that re-serialize them (mppx accepts those too).
-    fn binding_holds(&self, credential: &Credential, realm: &str) -> bool {
+    fn binding_holds(&self, credential: &Credential, realm: &str, now: OffsetDateTime) -> bool {
         let echo = &credential.challenge;
         let secret = self.secret();
-        if secret.verify(&echo.id, &echo.binding_slots_for_realm(realm)) {
+        if secret.verify(&echo.id, &echo.binding_slots_for_realm(realm), now) {
             return true;
         }
         let Ok(request) = echo.request.canonical_wire() else {
@@ -374,7 +401,7 @@ impl PaymentGate {
             opaque: opaque.as_deref(),
             ..echo.binding_slots_for_realm(realm)
         };
-        secret.verify(&echo.id, &slots)
+        secret.verify(&echo.id, &slots, now)
     }
 }
 
@@ -408,6 +435,12 @@ fn log_method_error(method: &str, challenge_id: Option<&str>, error: &MethodErro
             challenge_id = challenge_id.as_ref().map(tracing::field::display),
             cause = %cause,
             "payment infrastructure unavailable"
+        ),
+        MethodError::Pending(cause) => tracing::warn!(
+            method,
+            challenge_id = challenge_id.as_ref().map(tracing::field::display),
+            cause = %cause,
+            "payment sent, outcome not known yet"
         ),
         MethodError::Config(cause) => tracing::error!(
             method,

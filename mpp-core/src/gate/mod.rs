@@ -8,7 +8,11 @@
 //! 1. builds a route's [`Offers`] from its [`PriceTerms`] once ([`PricedTerms`] caches them);
 //! 2. issues bound challenges for them ([`PaymentGate::challenges`]);
 //! 3. checks a credential (HMAC, pinned terms, scope, expiry on its one clock, digest) and
-//!    hands it to the method ([`PaymentGate::admit`]).
+//!    hands it to the method ([`PaymentGate::admit`]);
+//! 4. when the method holds the payment until the service has answered (charge on success),
+//!    takes the money ([`PaymentGate::settle`]) and ends it ([`Settlement::finish`]).
+//!
+//! [`Settlement::finish`]: crate::method::Settlement::finish
 //!
 //! Every refusal is one [`Refusal`] value (a reason, a status, a public detail and fresh
 //! challenges), which each transport renders once: an HTTP problem response, a JSON-RPC
@@ -53,13 +57,14 @@
 mod admit;
 mod offer;
 mod refusal;
+mod settle;
 
 pub use admit::{Admitted, RequestContext};
 pub use offer::{Offer, OfferError, Offers, PricedTerms};
 pub use refusal::{Refusal, RefusalReason};
 
 use crate::binding::{ChallengeSecret, SecretTooShort};
-use crate::expiry::{Clock, DEFAULT_CHALLENGE_TTL, SystemClock};
+use crate::expiry::{Clock, DEFAULT_CHALLENGE_TTL, DEFAULT_CLOCK_SKEW, SystemClock};
 use crate::method::Method;
 use std::fmt;
 use std::sync::Arc;
@@ -80,6 +85,8 @@ pub struct PaymentGate {
     realm: Option<Arc<str>>,
     methods: Vec<Arc<dyn Method>>,
     challenge_ttl: Duration,
+    /// `None`: derived from `challenge_ttl` (see [`PaymentGate::max_lifetime`]).
+    max_challenge_lifetime: Option<Duration>,
     clock: Arc<dyn Clock>,
 }
 
@@ -97,6 +104,7 @@ impl fmt::Debug for PaymentGate {
                 &self.methods.iter().map(|m| m.name()).collect::<Vec<_>>(),
             )
             .field("challenge_ttl", &self.challenge_ttl)
+            .field("max_challenge_lifetime", &self.max_lifetime())
             .finish_non_exhaustive()
     }
 }
@@ -112,6 +120,7 @@ impl PaymentGate {
             realm: None,
             methods: Vec::new(),
             challenge_ttl: DEFAULT_CHALLENGE_TTL,
+            max_challenge_lifetime: None,
             clock: Arc::new(SystemClock),
         })
     }
@@ -138,15 +147,40 @@ impl PaymentGate {
         self.changed()
     }
 
-    /// Also accepts challenges made with an older secret (rotation).
+    /// Also accepts challenges made with an older secret (rotation), with no end date. Prefer
+    /// [`PaymentGate::previous_secret_until`]: a secret that never retires keeps a leaked one
+    /// alive.
     pub fn previous_secret(mut self, secret: impl AsRef<[u8]>) -> Result<Self, SecretTooShort> {
         self.secret = self.secret.with_previous(secret)?;
+        Ok(self.changed())
+    }
+
+    /// Also accepts challenges made with an older secret (rotation) until `retire_at` on the
+    /// gate's clock; after that they are refused as `invalid-challenge`. A `retire_at` of the
+    /// rotation time plus [`PaymentGate::max_lifetime`] lets every challenge issued before the
+    /// rotation be paid.
+    pub fn previous_secret_until(
+        mut self,
+        secret: impl AsRef<[u8]>,
+        retire_at: OffsetDateTime,
+    ) -> Result<Self, SecretTooShort> {
+        self.secret = self.secret.with_previous_until(secret, retire_at)?;
         Ok(self.changed())
     }
 
     /// How long a challenge stays valid. Default 5 minutes.
     pub fn challenge_ttl(mut self, ttl: Duration) -> Self {
         self.challenge_ttl = ttl;
+        self.changed()
+    }
+
+    /// The latest `expires` a credential's challenge may have, counted from now: one that
+    /// expires later is refused as `invalid-challenge`, since this server never issued it (it
+    /// was minted with a leaked secret, or by an instance with another configuration).
+    /// Default: the challenge TTL plus [`DEFAULT_CLOCK_SKEW`], following later changes of
+    /// [`PaymentGate::challenge_ttl`] unless set here.
+    pub fn max_challenge_lifetime(mut self, lifetime: Duration) -> Self {
+        self.max_challenge_lifetime = Some(lifetime);
         self.changed()
     }
 
@@ -174,6 +208,12 @@ impl PaymentGate {
     /// The challenge lifetime.
     pub fn ttl(&self) -> Duration {
         self.challenge_ttl
+    }
+
+    /// The maximum challenge lifetime (see [`PaymentGate::max_challenge_lifetime`]).
+    pub fn max_lifetime(&self) -> Duration {
+        self.max_challenge_lifetime
+            .unwrap_or_else(|| self.challenge_ttl.saturating_add(DEFAULT_CLOCK_SKEW))
     }
 
     /// The current time on the gate's clock.

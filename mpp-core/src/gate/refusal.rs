@@ -28,6 +28,9 @@ pub enum RefusalReason {
 /// key or a database.
 const UNAVAILABLE_DETAIL: &str =
     "Payment could not be verified right now; nothing was charged. Retry later.";
+/// The public text of a 503 for a payment that was sent and whose outcome is not known yet.
+const PENDING_DETAIL: &str = "Your payment was submitted and its outcome is not known yet. \
+     Send the same credential again to be served once it is confirmed; it is charged at most once.";
 const MISCONFIGURED_DETAIL: &str = "The server's payment configuration cannot serve this request.";
 
 /// A refused request: reason, public detail, and the fresh challenges to send with it.
@@ -105,6 +108,16 @@ impl Refusal {
         }
     }
 
+    /// A payment was sent and its outcome is not known yet (503): the same credential is to
+    /// be sent again, not a new payment.
+    pub fn pending() -> Self {
+        Self {
+            reason: RefusalReason::Unavailable,
+            detail: PENDING_DETAIL.into(),
+            challenges: Vec::new(),
+        }
+    }
+
     /// The server's configuration cannot serve the request (500).
     pub fn misconfigured() -> Self {
         Self {
@@ -121,6 +134,7 @@ impl Refusal {
                 Self::problem(*problem, detail.clone(), challenges)
             }
             MethodError::Unavailable(_) => Self::unavailable(),
+            MethodError::Pending(_) => Self::pending(),
             MethodError::Config(_) => Self::misconfigured(),
         }
     }

@@ -41,6 +41,11 @@ pub enum ChargeError {
     /// unknown and the replay claim is kept, so the credential cannot be spent twice.
     #[error("tempo node timed out: {0}")]
     Timeout(String),
+    /// The payment was sent and its outcome is not known yet, because the node stopped
+    /// answering (503): the claim stays pending, and the same credential sent again (or the
+    /// background resolver) settles it once, when it is mined.
+    #[error("payment outcome not known yet: {0}")]
+    Pending(String),
     /// The replay store failed (503).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -70,7 +75,11 @@ impl ChargeError {
             | Self::VerificationFailed(_)
             | Self::Replayed(_)
             | Self::ChainMismatch { .. } => Some(ProblemType::VerificationFailed),
-            Self::NodeUnavailable(_) | Self::Timeout(_) | Self::Store(_) | Self::Config(_) => None,
+            Self::NodeUnavailable(_)
+            | Self::Timeout(_)
+            | Self::Pending(_)
+            | Self::Store(_)
+            | Self::Config(_) => None,
         }
     }
 
@@ -87,6 +96,7 @@ impl From<ChainError> for ChargeError {
             ChainError::Unavailable(detail) => Self::NodeUnavailable(detail),
             ChainError::Timeout(detail) => Self::Timeout(detail),
             ChainError::Config(detail) => Self::Config(detail),
+            ChainError::Uncertain(detail) => Self::Pending(detail),
             refused @ ChainError::Refused(_) => Self::failed(refused.to_string()),
         }
     }
@@ -94,9 +104,12 @@ impl From<ChainError> for ChargeError {
 
 impl From<ChargeError> for MethodError {
     fn from(e: ChargeError) -> Self {
-        match e.problem() {
-            Some(problem) => MethodError::rejected(problem, e.to_string()),
-            None => MethodError::unavailable(e),
+        match (e.problem(), &e) {
+            (Some(problem), _) => MethodError::rejected(problem, e.to_string()),
+            (None, ChargeError::Pending(_)) => MethodError::pending(e),
+            // A configuration fault found at run time is the operator's: 500, logged.
+            (None, ChargeError::Config(_)) => MethodError::config(e),
+            (None, _) => MethodError::unavailable(e),
         }
     }
 }

@@ -16,6 +16,7 @@ mod payload;
 mod proof;
 mod pull;
 mod request;
+mod settle;
 mod sponsor;
 mod transfers;
 mod verify;
@@ -31,6 +32,7 @@ pub use request::{
     TempoChargeRequest,
 };
 pub use sponsor::{Sponsor, SponsorPolicy};
-pub use verify::{ChargeContext, ChargeKind, SettledCharge};
+pub use verify::{ChargeContext, ChargeKind, MAX_PULL_VALIDITY, SettledCharge};
 
+pub(crate) use settle::resolve_pending;
 pub(crate) use verify::ChargeVerifier;

@@ -1,5 +1,6 @@
-//! Verifying and settling one charge credential (charge.md §6): pull (§6a), push (§6b) and
-//! zero-amount proofs (§6c), with replay keys claimed before anything is broadcast.
+//! Verifying one charge credential (charge.md §6): pull (§6a), push (§6b) and zero-amount
+//! proofs (§6c). A verified charge is claimed in the store and held; the money is taken by
+//! its [`TempoSettlement`] (`settle.rs`) once the service has answered with success.
 //!
 //! Every check is taken once, in this order: the request is validated (its expected
 //! transfers computed), the payload parsed, the request's chain compared with the node's,
@@ -9,37 +10,30 @@
 //! Outcomes are not logged here: the payment gate logs each one once. Only what no outcome
 //! reports is logged (a claim that could not be released, a broadcast whose answer was lost).
 
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use alloy::eips::eip2718::Encodable2718;
-use alloy::network::ReceiptResponse;
 use alloy::primitives::{Address, B256, keccak256};
 use mpp_core::did::PkhDid;
 use serde_json::Value;
-use tempo_alloy::rpc::TempoTransactionReceipt;
-use tempo_primitives::transaction::AASigned;
+use tempo_primitives::transaction::{AASigned, TEMPO_EXPIRING_NONCE_KEY};
 use time::OffsetDateTime;
 
-use super::logs::transfers_from_logs;
 use super::proof::{proof_digest, recover_proof_signer};
 use super::pull::{PullTransaction, check_pull_calls, decode_pull};
-use super::transfers::match_transfers;
-use super::{
-    ChargeError, ChargeMode, ChargePayload, ExpectedTransfer, Sponsor, TempoChargeRequest,
+use super::settle::{
+    Broadcast, CLAIM_MARGIN, Outcome, ReceiptTerms, TempoSettlement, release, unix_time,
+    wait_for_outcome,
 };
+use super::{ChargeError, ChargeMode, ChargePayload, Sponsor, TempoChargeRequest};
 use crate::chain::{ChainClient, ChainError};
 use crate::challenge::ChallengeView;
-use crate::store::{Claim, ReplayStore};
+use crate::store::{Claim, ClaimRecord, ClaimState, NewClaim, ReplayStore};
 
-/// How long replay keys are kept. Tx hashes and proof ids are single-use forever; the
-/// store needs some expiry, so take one far beyond any challenge lifetime.
-const REPLAY_RETENTION: time::Duration = time::Duration::days(3650);
-
-/// After a broadcast whose answer was lost, how long to look for its receipt.
-const RECEIPT_RECHECK: Duration = Duration::from_secs(3);
-
-/// How often to ask for that receipt.
-const RECEIPT_POLL: Duration = Duration::from_millis(250);
+/// The longest `validBefore − now` a pull transaction may have: every sent transaction has a
+/// deadline, and its claim is kept only that long. The official clients send 25 s.
+pub const MAX_PULL_VALIDITY: Duration = Duration::from_secs(900);
 
 /// What one charge is verified against: its terms, the challenge it answers, and the time.
 #[derive(Debug, Clone, Copy)]
@@ -51,6 +45,9 @@ pub struct ChargeContext<'a> {
     pub challenge: ChallengeView<'a>,
     /// The current time, from the server's clock.
     pub now: OffsetDateTime,
+    /// The longest challenge lifetime the gate accepts (see
+    /// [`mpp_core::VerifyContext::max_lifetime`]).
+    pub max_lifetime: Duration,
 }
 
 impl<'a> ChargeContext<'a> {
@@ -64,7 +61,15 @@ impl<'a> ChargeContext<'a> {
             request,
             challenge,
             now,
+            max_lifetime: mpp_core::expiry::DEFAULT_CHALLENGE_TTL
+                + mpp_core::expiry::DEFAULT_CLOCK_SKEW,
         }
+    }
+
+    /// Sets [`ChargeContext::max_lifetime`].
+    pub fn with_max_lifetime(mut self, max_lifetime: Duration) -> Self {
+        self.max_lifetime = max_lifetime;
+        self
     }
 }
 
@@ -117,19 +122,20 @@ pub enum ChargeKind {
 pub(crate) struct ChargeVerifier<'a> {
     pub(crate) chain: &'a ChainClient,
     pub(crate) chain_id: u64,
-    pub(crate) store: &'a dyn ReplayStore,
+    pub(crate) store: &'a Arc<dyn ReplayStore>,
     pub(crate) sponsor: Option<&'a Sponsor>,
     pub(crate) broadcast_timeout: Duration,
 }
 
 impl ChargeVerifier<'_> {
-    /// Verifies and settles a credential `payload` (with optional `source` DID) for `ctx`.
+    /// Verifies a credential `payload` (with optional `source` DID) for `ctx` and holds it:
+    /// the returned settlement takes the money.
     pub(crate) async fn verify(
         &self,
         ctx: ChargeContext<'_>,
         source: Option<&str>,
         payload: &Value,
-    ) -> Result<SettledCharge, ChargeError> {
+    ) -> Result<(SettledCharge, TempoSettlement), ChargeError> {
         // The one validation of the request: everything below reuses `expected`.
         let expected = ctx
             .request
@@ -154,22 +160,31 @@ impl ChargeVerifier<'_> {
         let charge = Charge {
             verifier: self,
             request: ctx.request,
-            expected,
+            terms: ReceiptTerms {
+                expected,
+                currency: ctx.request.currency,
+                server_memo: ctx.request.method_details.memo.is_some(),
+                challenge_id: ctx.challenge.id.to_owned(),
+                realm: ctx.challenge.realm.to_owned(),
+                expires: ctx.challenge.expires,
+            },
             challenge: ctx.challenge,
             now: ctx.now,
+            max_lifetime: time::Duration::try_from(ctx.max_lifetime)
+                .unwrap_or(time::Duration::days(1)),
         };
         tracing::debug!(
             challenge_id = ctx.challenge.id,
             kind = payload.kind(),
             "verifying a tempo charge"
         );
-        let mut settled = match payload {
+        let (mut settled, settlement) = match payload {
             ChargePayload::Transaction { raw } => charge.pull(&raw).await?,
             ChargePayload::Hash { hash } => charge.push(hash, source).await?,
             ChargePayload::Proof { signature } => charge.proof(&signature, source).await?,
         };
         settled.external_id = ctx.request.external_id.clone();
-        Ok(settled)
+        Ok((settled, settlement))
     }
 }
 
@@ -177,14 +192,15 @@ impl ChargeVerifier<'_> {
 struct Charge<'a> {
     verifier: &'a ChargeVerifier<'a>,
     request: &'a TempoChargeRequest,
-    expected: Vec<ExpectedTransfer>,
+    terms: ReceiptTerms,
     challenge: ChallengeView<'a>,
     now: OffsetDateTime,
+    max_lifetime: time::Duration,
 }
 
 impl Charge<'_> {
     /// charge.md §6a.
-    async fn pull(&self, raw: &[u8]) -> Result<SettledCharge, ChargeError> {
+    async fn pull(&self, raw: &[u8]) -> Result<(SettledCharge, TempoSettlement), ChargeError> {
         if !self.request.allows(ChargeMode::Pull) {
             return Err(ChargeError::failed(
                 "pull (transaction) credentials are not offered",
@@ -201,17 +217,11 @@ impl Charge<'_> {
                 fields.chain_id
             )));
         }
-        if let Some(valid_before) = fields.valid_before
-            && i64::try_from(valid_before.get()).unwrap_or(i64::MAX) <= self.now.unix_timestamp()
-        {
-            return Err(ChargeError::failed(
-                "the transaction has expired (validBefore passed)",
-            ));
-        }
+        let valid_before = self.deadline(fields)?;
         // The calls must pay the request before anything is broadcast (§6a.3); the receipt
         // logs are matched again after (§6a.8). Both on purpose: the calls tell us what the
         // payer signed, the logs what the chain did.
-        check_pull_calls(&decoded, self.request, &self.expected, self.challenge)?;
+        check_pull_calls(&decoded, self.request, &self.terms.expected, self.challenge)?;
 
         let sender = decoded.sender;
         let (final_tx, kind): (AASigned, ChargeKind) = match decoded.tx {
@@ -234,26 +244,35 @@ impl Charge<'_> {
         };
         let final_raw = final_tx.encoded_2718();
         let final_hash = *final_tx.hash();
-        let credential_key = format!("tempo:charge:credential:{}", keccak256(raw));
-        let hash_key = tx_hash_key(&final_hash);
+        let key = tx_hash_key(&final_hash);
+        // The credential is the signed bytes: the same credential sent again is this owner.
+        let owner = format!("{:#x}", keccak256(raw));
+        let settled = SettledCharge {
+            reference: key.clone(),
+            payer: sender,
+            chain_id,
+            amount: self.request.amount,
+            kind,
+            external_id: None,
+        };
 
         // Claim before anything is sent: of concurrent identical credentials, one proceeds.
-        self.claim(
-            &credential_key,
-            "this transaction credential has already been used",
-        )
-        .await?;
-        if let Err(e) = self
-            .claim(&hash_key, "this transaction has already been used")
-            .await
-        {
-            self.release(&[&credential_key]).await;
-            return Err(e);
+        let claim = NewClaim {
+            key: &key,
+            owner: &owner,
+            state: ClaimState::Held,
+            expires_at: unix_time(valid_before) + CLAIM_MARGIN,
+            valid_before: Some(valid_before),
+        };
+        match self.verifier.store.claim(claim).await? {
+            Claim::Claimed => {}
+            Claim::Existing(existing) => {
+                let settlement = self.resume(existing, &owner).await?;
+                return Ok((settled, settlement));
+            }
         }
-        let claims = [credential_key.as_str(), hash_key.as_str()];
-
         if let Err(e) = self.verifier.chain.simulate(sender, final_tx.tx()).await {
-            self.release(&claims).await;
+            release(self.verifier.store.as_ref(), &key, &owner, ClaimState::Held).await;
             return Err(match e {
                 ChainError::Refused(reason) => {
                     ChargeError::failed(format!("the transaction would fail: {reason}"))
@@ -261,86 +280,150 @@ impl Charge<'_> {
                 other => other.into(),
             });
         }
-
-        // From here on the transaction may be on chain: the claims stay.
-        let receipt = match self
-            .verifier
-            .chain
-            .send_raw_sync(&final_raw, self.verifier.broadcast_timeout)
-            .await
-        {
-            Ok(receipt) => receipt,
-            Err(ChainError::Refused(reason)) => {
-                return Err(ChargeError::failed(format!(
-                    "the node refused the transaction: {reason}"
-                )));
-            }
-            Err(e) => {
-                tracing::warn!(tx = %final_hash, reason = %e, "broadcast outcome unknown; looking for a receipt");
-                self.recheck_receipt(final_hash).await.ok_or(e)?
-            }
-        };
-        self.check_receipt(&receipt, final_hash, sender)?;
-        Ok(SettledCharge {
-            reference: hash_key,
-            payer: sender,
-            chain_id,
-            amount: self.request.amount,
-            kind,
-            external_id: None,
-        })
+        let mut settlement = self.settlement(key, owner, ClaimState::Held);
+        settlement.broadcast = Some(Broadcast {
+            chain: self.verifier.chain.clone(),
+            raw: final_raw,
+            hash: final_hash,
+            sender,
+            valid_before,
+            terms: self.terms.clone(),
+            timeout: self.verifier.broadcast_timeout,
+        });
+        Ok((settled, settlement))
     }
 
-    /// After a lost broadcast answer: the receipt, if the node shows one within a few seconds.
-    async fn recheck_receipt(&self, hash: B256) -> Option<TempoTransactionReceipt> {
-        let deadline = Instant::now() + RECEIPT_RECHECK;
-        while Instant::now() < deadline {
-            match self.verifier.chain.receipt(hash).await {
-                Ok(Some(receipt)) => return Some(receipt),
-                Ok(None) => tracing::debug!(tx = %hash, "no receipt yet"),
-                Err(e) => tracing::debug!(tx = %hash, reason = %e, "receipt lookup failed"),
-            }
-            tokio::time::sleep(RECEIPT_POLL).await;
-        }
-        None
-    }
-
-    /// The mined transaction succeeded and its logs pay the request (charge.md §6a.8, §6b).
-    fn check_receipt(
+    /// Every pull has a deadline: an expiring nonce with `validBefore` in the future and not
+    /// too far ahead, and no `validAfter` in the future (a transaction the node would queue).
+    fn deadline(
         &self,
-        receipt: &TempoTransactionReceipt,
-        hash: B256,
-        sender: Address,
-    ) -> Result<(), ChargeError> {
-        if receipt.transaction_hash != hash {
+        fields: &tempo_primitives::transaction::TempoTransaction,
+    ) -> Result<u64, ChargeError> {
+        if fields.nonce_key != TEMPO_EXPIRING_NONCE_KEY {
             return Err(ChargeError::failed(
-                "the receipt is for another transaction",
+                "the transaction must use the expiring nonce (nonceKey = 2^256-1) with validBefore",
             ));
         }
-        if !receipt.status() {
-            return Err(ChargeError::failed("the transaction reverted"));
+        let Some(valid_before) = fields.valid_before.map(|v| v.get()) else {
+            return Err(ChargeError::failed("the transaction has no validBefore"));
+        };
+        let now = u64::try_from(self.now.unix_timestamp()).unwrap_or(0);
+        if valid_before <= now {
+            return Err(ChargeError::failed(
+                "the transaction has expired (validBefore passed)",
+            ));
         }
-        let logs = receipt.inner.logs().iter().map(|l| &l.inner);
-        let transfers: Vec<_> = transfers_from_logs(logs)
-            .into_iter()
-            .filter(|t| t.from == Some(sender))
-            .collect();
-        match_transfers(
-            &self.expected,
-            &transfers,
-            self.request.currency,
-            self.request.method_details.memo.is_some(),
-            self.challenge,
-        )
-        .map_err(|e| ChargeError::failed(format!("receipt logs: {e}")))?;
-        Ok(())
+        if valid_before - now > MAX_PULL_VALIDITY.as_secs() {
+            return Err(ChargeError::failed(format!(
+                "validBefore is more than {} s ahead",
+                MAX_PULL_VALIDITY.as_secs()
+            )));
+        }
+        if fields.valid_after.is_some_and(|after| after.get() > now) {
+            return Err(ChargeError::failed("validAfter is in the future"));
+        }
+        Ok(valid_before)
+    }
+
+    /// A held settlement of claim `key` (in `state`, owned by `owner`).
+    fn settlement(&self, key: String, owner: String, state: ClaimState) -> TempoSettlement {
+        TempoSettlement {
+            store: self.verifier.store.clone(),
+            key,
+            owner,
+            state,
+            paid_until: self.now + self.max_lifetime + CLAIM_MARGIN,
+            broadcast: None,
+            finished: false,
+        }
+    }
+
+    /// The same credential came back to a live claim: a paid one not yet served is served
+    /// again (no second charge), a pending one is resolved first; anything else is refused.
+    async fn resume(
+        &self,
+        existing: ClaimRecord,
+        owner: &str,
+    ) -> Result<TempoSettlement, ChargeError> {
+        if existing.owner != owner {
+            return Err(ChargeError::Replayed(
+                "this payment has already been used".into(),
+            ));
+        }
+        let store = self.verifier.store.as_ref();
+        let key = existing.key.as_str();
+        let mut state = existing.state;
+        if state == ClaimState::Pending {
+            let hash: B256 = key
+                .parse()
+                .map_err(|_| ChargeError::Config(format!("pending claim {key} is not a hash")))?;
+            let valid_before = existing.valid_before.unwrap_or(0);
+            match wait_for_outcome(self.verifier.chain, hash, valid_before).await {
+                Outcome::Mined(receipt) => {
+                    if let Err(e) = self.terms.check(&receipt, hash, receipt.from) {
+                        release(store, key, owner, ClaimState::Pending).await;
+                        return Err(e);
+                    }
+                    state = ClaimState::Settled;
+                    let until = self.now + self.max_lifetime + CLAIM_MARGIN;
+                    // Whoever moves it first (this request, another, the resolver) wins;
+                    // the next step re-reads the state through its condition.
+                    store
+                        .advance(key, owner, ClaimState::Pending, ClaimState::Settled, until)
+                        .await?;
+                }
+                Outcome::Refused(_) | Outcome::Expired => {
+                    release(store, key, owner, ClaimState::Pending).await;
+                    return Err(ChargeError::failed(
+                        "the transaction was not mined before its validBefore; nothing was charged",
+                    ));
+                }
+                Outcome::Unknown(e) => {
+                    return Err(ChargeError::Pending(format!(
+                        "the outcome of {key} is still unknown: {e}"
+                    )));
+                }
+            }
+        }
+        match state {
+            ClaimState::Settled => {
+                let until = self.now + self.max_lifetime + CLAIM_MARGIN;
+                if store
+                    .advance(key, owner, ClaimState::Settled, ClaimState::Serving, until)
+                    .await?
+                {
+                    tracing::info!(key, "serving a payment that was settled but not served");
+                    Ok(self.settlement(key.to_owned(), owner.to_owned(), ClaimState::Serving))
+                } else {
+                    Err(ChargeError::Replayed(
+                        "this payment is being used by another request".into(),
+                    ))
+                }
+            }
+            ClaimState::Held | ClaimState::Serving | ClaimState::Pending => Err(
+                ChargeError::Replayed("this payment is being used by another request".into()),
+            ),
+            _ => Err(ChargeError::Replayed(
+                "this payment has already been used".into(),
+            )),
+        }
     }
 
     /// charge.md §6b.
-    async fn push(&self, hash: B256, source: Option<&str>) -> Result<SettledCharge, ChargeError> {
+    async fn push(
+        &self,
+        hash: B256,
+        source: Option<&str>,
+    ) -> Result<(SettledCharge, TempoSettlement), ChargeError> {
         if !self.request.allows(ChargeMode::Push) {
             return Err(ChargeError::failed(
                 "push (hash) credentials are not offered",
+            ));
+        }
+        // §6b.1: the payer broadcast it, so there was no fee to sponsor.
+        if self.request.method_details.fee_payer {
+            return Err(ChargeError::failed(
+                "a hash credential cannot answer a request that offers fee sponsorship",
             ));
         }
         let chain_id = self.request.method_details.chain_id;
@@ -358,18 +441,44 @@ impl Charge<'_> {
             .await?
             .ok_or_else(|| ChargeError::failed("the transaction was not found"))?;
         let sender = declared.unwrap_or(receipt.from);
-        self.check_receipt(&receipt, hash, sender)?;
+        self.terms.check(&receipt, hash, sender)?;
+        // Mined after the challenge could have been issued: an old payment cannot answer a
+        // new challenge, so its claim need only outlive the challenges that could accept it.
+        let number = receipt
+            .block_number
+            .ok_or_else(|| ChargeError::NodeUnavailable("receipt without a block".into()))?;
+        let mined_at = self.verifier.chain.block_timestamp(number).await?;
+        let earliest_issue = self.challenge.expires - self.max_lifetime;
+        if i64::try_from(mined_at).unwrap_or(i64::MAX) < earliest_issue.unix_timestamp() {
+            return Err(ChargeError::failed(
+                "the transaction was mined before this challenge was issued",
+            ));
+        }
         let key = tx_hash_key(&hash);
-        self.claim(&key, "Transaction hash has already been used")
-            .await?;
-        Ok(SettledCharge {
-            reference: key,
-            payer: sender,
-            chain_id,
-            amount: self.request.amount,
-            kind: ChargeKind::Hash,
-            external_id: None,
-        })
+        // The payment answers one challenge: that challenge's credential is its owner.
+        let owner = self.challenge.id.to_owned();
+        let claim = NewClaim {
+            key: &key,
+            owner: &owner,
+            state: ClaimState::Held,
+            expires_at: unix_time(mined_at) + self.max_lifetime + CLAIM_MARGIN,
+            valid_before: None,
+        };
+        let settlement = match self.verifier.store.claim(claim).await? {
+            Claim::Claimed => self.settlement(key.clone(), owner, ClaimState::Held),
+            Claim::Existing(existing) => self.resume(existing, &owner).await?,
+        };
+        Ok((
+            SettledCharge {
+                reference: key,
+                payer: sender,
+                chain_id,
+                amount: self.request.amount,
+                kind: ChargeKind::Hash,
+                external_id: None,
+            },
+            settlement,
+        ))
     }
 
     /// charge.md §6c.
@@ -377,7 +486,7 @@ impl Charge<'_> {
         &self,
         signature: &[u8],
         source: Option<&str>,
-    ) -> Result<SettledCharge, ChargeError> {
+    ) -> Result<(SettledCharge, TempoSettlement), ChargeError> {
         let chain_id = self.request.method_details.chain_id;
         let source = source.ok_or_else(|| ChargeError::failed("a proof needs a source DID"))?;
         let account = source_address(source, chain_id).ok_or_else(|| {
@@ -392,34 +501,31 @@ impl Charge<'_> {
             )));
         }
         let key = format!("tempo:charge:proof:{}", self.challenge.id);
-        self.claim(&key, "this proof has already been used").await?;
-        Ok(SettledCharge {
-            reference: self.challenge.id.to_owned(),
-            payer: account,
-            chain_id,
-            amount: 0,
-            kind: ChargeKind::Proof,
-            external_id: None,
-        })
-    }
-
-    async fn claim(&self, key: &str, used: &str) -> Result<(), ChargeError> {
-        let expires_at = self.now + REPLAY_RETENTION;
-        match self.verifier.store.claim(key, expires_at).await? {
-            Claim::Claimed => Ok(()),
-            Claim::AlreadyClaimed => Err(ChargeError::Replayed(used.to_owned())),
-        }
-    }
-
-    /// Frees claims of a payment that was never broadcast. A failure here only costs the
-    /// payer a retry with a fresh credential, and no outcome reports it, so it is logged
-    /// here, not returned.
-    async fn release(&self, keys: &[&str]) {
-        for key in keys {
-            if let Err(e) = self.verifier.store.release(key).await {
-                tracing::warn!(key, reason = %e, "could not release a replay claim");
-            }
-        }
+        let owner = format!("{:#x}", keccak256(signature));
+        // Useless once its challenge has expired: kept only that long.
+        let claim = NewClaim {
+            key: &key,
+            owner: &owner,
+            state: ClaimState::Held,
+            expires_at: self.challenge.expires + CLAIM_MARGIN,
+            valid_before: None,
+        };
+        let mut settlement = match self.verifier.store.claim(claim).await? {
+            Claim::Claimed => self.settlement(key, owner, ClaimState::Held),
+            Claim::Existing(existing) => self.resume(existing, &owner).await?,
+        };
+        settlement.paid_until = self.challenge.expires + CLAIM_MARGIN;
+        Ok((
+            SettledCharge {
+                reference: self.challenge.id.to_owned(),
+                payer: account,
+                chain_id,
+                amount: 0,
+                kind: ChargeKind::Proof,
+                external_id: None,
+            },
+            settlement,
+        ))
     }
 }
 

@@ -1,8 +1,9 @@
-//! Persistent state: replay keys.
+//! Persistent state: payment claims (replay keys with the state of each payment).
 //!
 //! Every backend implements [`ReplayStore`] with the same semantics: a claim is an atomic
 //! insert-if-absent, so of any number of concurrent claims of one key, across processes that
-//! share the database, exactly one succeeds.
+//! share the database, exactly one succeeds; and a claim moves between [`ClaimState`]s only by
+//! conditional updates, never read-modify-write in the process.
 //!
 //! Backends:
 //! - [`SqliteStore`]: the embedded default (one file, WAL), shared safely by several handles
@@ -49,13 +50,84 @@ fn with_own_table(mut migrator: Migrator) -> Migrator {
     migrator
 }
 
+/// Where a claimed payment stands. Every change is one conditional update from a known
+/// state, so two requests (or two instances) never both move the same payment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ClaimState {
+    /// Verified and held by one request; nothing was sent to the chain yet.
+    Held,
+    /// Sent to the chain with an unknown outcome: it may still be mined until its deadline.
+    Pending,
+    /// Paid, and no 2xx answer was handed out for it yet: the same credential may be served.
+    Settled,
+    /// Paid, and one request is serving it right now.
+    Serving,
+    /// Paid and served: used for good.
+    Served,
+}
+
+impl ClaimState {
+    /// The state's name in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Pending => "pending",
+            Self::Settled => "settled",
+            Self::Serving => "serving",
+            Self::Served => "served",
+        }
+    }
+
+    /// Parses a database value.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "held" => Self::Held,
+            "pending" => Self::Pending,
+            "settled" => Self::Settled,
+            "serving" => Self::Serving,
+            "served" => Self::Served,
+            _ => return None,
+        })
+    }
+}
+
+/// A new claim: who holds it, in which state, until when.
+#[derive(Debug, Clone, Copy)]
+pub struct NewClaim<'a> {
+    /// The payment's key (a transaction hash, a proof's challenge).
+    pub key: &'a str,
+    /// Who the claim belongs to: the fingerprint of the credential that made it, so the same
+    /// credential coming back is recognized and anyone else is refused.
+    pub owner: &'a str,
+    /// The state it starts in.
+    pub state: ClaimState,
+    /// When the row is free again (it no longer protects anything after this).
+    pub expires_at: OffsetDateTime,
+    /// For a transaction: its `validBefore` (unix seconds), after which it cannot be mined.
+    pub valid_before: Option<u64>,
+}
+
+/// A claim found in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRecord {
+    /// The payment's key.
+    pub key: String,
+    /// The credential fingerprint that holds it.
+    pub owner: String,
+    /// Where the payment stands.
+    pub state: ClaimState,
+    /// The transaction's `validBefore` (unix seconds), when it has one.
+    pub valid_before: Option<u64>,
+}
+
 /// The result of [`ReplayStore::claim`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// The key was free and is now held by this caller.
     Claimed,
-    /// The key was already claimed (and has not expired).
-    AlreadyClaimed,
+    /// A live claim exists: this one (the caller compares its owner and state).
+    Existing(ClaimRecord),
 }
 
 /// A database fault. Callers map it to "service unavailable" (503), never to success.
@@ -84,31 +156,84 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
-/// Single-use keys (tx hashes, proof ids), claimed atomically.
+/// Single-use payment keys (transaction hashes, proofs) with the state of each payment,
+/// claimed and moved atomically.
+///
+/// Every operation is one atomic statement in the database: of concurrent claims of one key
+/// exactly one wins, and a move from one state to another happens only from the state the
+/// caller names, only for the owner that holds it.
 pub trait ReplayStore: Send + Sync + 'static {
-    /// Atomically claims `key` until `expires_at`. An expired claim counts as free.
-    fn claim<'a>(
+    /// Atomically claims `claim.key` unless a live (unexpired) claim holds it, which is then
+    /// returned as [`Claim::Existing`].
+    fn claim<'a>(&'a self, claim: NewClaim<'a>) -> BoxFuture<'a, Result<Claim, StoreError>>;
+
+    /// Moves `key`, held by `owner`, from `from` to `to`, now to expire at `expires_at`.
+    /// `false` when the claim is not (or no longer) in `from` for that owner.
+    fn advance<'a>(
         &'a self,
         key: &'a str,
+        owner: &'a str,
+        from: ClaimState,
+        to: ClaimState,
         expires_at: OffsetDateTime,
-    ) -> BoxFuture<'a, Result<Claim, StoreError>>;
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
 
-    /// Releases a claim this caller holds (used only when the payment was never attempted,
-    /// e.g. the broadcast did not happen because the node was unreachable).
-    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>>;
+    /// Deletes `key` if `owner` holds it in state `from` (a payment that did not happen).
+    /// `false` when it is not in that state.
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        owner: &'a str,
+        from: ClaimState,
+    ) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Up to `limit` live claims in state `state`, those with the earliest `validBefore`
+    /// first (the background resolver reads the pending ones).
+    fn in_state<'a>(
+        &'a self,
+        state: ClaimState,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<ClaimRecord>, StoreError>>;
+
+    /// Deletes expired claims; returns how many.
+    fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
 impl<T: ReplayStore + ?Sized> ReplayStore for Arc<T> {
-    fn claim<'a>(
-        &'a self,
-        key: &'a str,
-        expires_at: OffsetDateTime,
-    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
-        (**self).claim(key, expires_at)
+    fn claim<'a>(&'a self, claim: NewClaim<'a>) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        (**self).claim(claim)
     }
 
-    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        (**self).release(key)
+    fn advance<'a>(
+        &'a self,
+        key: &'a str,
+        owner: &'a str,
+        from: ClaimState,
+        to: ClaimState,
+        expires_at: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        (**self).advance(key, owner, from, to, expires_at)
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        owner: &'a str,
+        from: ClaimState,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        (**self).release(key, owner, from)
+    }
+
+    fn in_state<'a>(
+        &'a self,
+        state: ClaimState,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<ClaimRecord>, StoreError>> {
+        (**self).in_state(state, limit)
+    }
+
+    fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        (**self).purge_expired()
     }
 }
 
@@ -130,17 +255,39 @@ pub(crate) fn now_unix_ms() -> i64 {
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
-/// Maps the row count of the claim upsert: 1 = inserted or took over an expired row,
-/// 0 = a live claim exists. Anything else is impossible with a primary key; fail closed.
-pub(crate) fn claim_from_rows(rows: u64) -> Result<Claim, StoreError> {
+/// Maps the row count of a conditional statement on one key: 1 = done, 0 = the condition
+/// did not hold. Anything else is impossible with a primary key; fail closed.
+pub(crate) fn one_row(rows: u64, what: &str) -> Result<bool, StoreError> {
     match rows {
-        1 => Ok(Claim::Claimed),
-        0 => Ok(Claim::AlreadyClaimed),
+        1 => Ok(true),
+        0 => Ok(false),
         n => Err(StoreError::new(format!(
-            "replay claim touched {n} rows; refusing to treat it as a claim"
+            "{what} touched {n} rows; refusing to trust it"
         ))),
     }
 }
+
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+/// A claim row read back, its state checked (an unknown state fails closed).
+pub(crate) fn record(
+    key: String,
+    owner: String,
+    state: &str,
+    valid_before: Option<i64>,
+) -> Result<ClaimRecord, StoreError> {
+    let state = ClaimState::parse(state)
+        .ok_or_else(|| StoreError::new(format!("unknown claim state `{state}`")))?;
+    Ok(ClaimRecord {
+        key,
+        owner,
+        state,
+        valid_before: valid_before.and_then(|v| u64::try_from(v).ok()),
+    })
+}
+
+/// How many times a claim is retried when the live row it lost to vanished before it could
+/// be read (released in between).
+pub(crate) const CLAIM_ATTEMPTS: u32 = 3;
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Runs a store operation with a deadline; running out of time is a [`StoreError`].

@@ -22,8 +22,9 @@ use sqlx::sqlite::{
 use time::OffsetDateTime;
 
 use super::{
-    Claim, DEFAULT_OPERATION_TIMEOUT, ReplayStore, StoreError, claim_from_rows, now_unix_ms,
-    unix_ms_ceil, with_deadline, with_own_table,
+    CLAIM_ATTEMPTS, Claim, ClaimRecord, ClaimState, DEFAULT_OPERATION_TIMEOUT, NewClaim,
+    ReplayStore, StoreError, now_unix_ms, one_row, record, unix_ms_ceil, with_deadline,
+    with_own_table,
 };
 
 /// The SQLite schema (`mpp-tempo/migrations/sqlite`), tracked in
@@ -37,10 +38,18 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Connections per pool opened by [`SqliteStore::open`]. SQLite serializes writers anyway.
 const MAX_CONNECTIONS: u32 = 4;
 
-const CLAIM_SQL: &str = "INSERT INTO replay_keys (key, expires_at) VALUES (?1, ?2) \
-     ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at \
-     WHERE replay_keys.expires_at <= ?3";
-const RELEASE_SQL: &str = "DELETE FROM replay_keys WHERE key = ?1";
+const CLAIM_SQL: &str = "INSERT INTO replay_keys (key, expires_at, state, owner, valid_before) \
+     VALUES (?1, ?2, ?3, ?4, ?5) \
+     ON CONFLICT (key) DO UPDATE SET expires_at = excluded.expires_at, state = excluded.state, \
+     owner = excluded.owner, valid_before = excluded.valid_before \
+     WHERE replay_keys.expires_at <= ?6";
+const READ_SQL: &str = "SELECT owner, state, valid_before FROM replay_keys \
+     WHERE key = ?1 AND expires_at > ?2";
+const ADVANCE_SQL: &str = "UPDATE replay_keys SET state = ?4, expires_at = ?5 \
+     WHERE key = ?1 AND owner = ?2 AND state = ?3";
+const RELEASE_SQL: &str = "DELETE FROM replay_keys WHERE key = ?1 AND owner = ?2 AND state = ?3";
+const IN_STATE_SQL: &str = "SELECT key, owner, state, valid_before FROM replay_keys \
+     WHERE state = ?1 AND expires_at > ?2 ORDER BY valid_before LIMIT ?3";
 const PURGE_SQL: &str = "DELETE FROM replay_keys WHERE expires_at <= ?1";
 
 /// A [`ReplayStore`] in one SQLite database file.
@@ -164,19 +173,6 @@ impl SqliteStore {
         &self.pool
     }
 
-    /// Deletes expired replay keys and returns how many were deleted. Call it now and then;
-    /// expired keys are harmless but take space.
-    pub async fn purge_expired(&self) -> Result<u64, StoreError> {
-        with_deadline(self.timeout, "SQLite purge", async {
-            let done = sqlx::query(PURGE_SQL)
-                .bind(now_unix_ms())
-                .execute(&self.pool)
-                .await?;
-            Ok(done.rows_affected())
-        })
-        .await
-    }
-
     /// Closes the pool; later operations fail with a [`StoreError`].
     pub async fn close(&self) {
         self.pool.close().await;
@@ -184,33 +180,112 @@ impl SqliteStore {
 }
 
 impl ReplayStore for SqliteStore {
-    fn claim<'a>(
-        &'a self,
-        key: &'a str,
-        expires_at: OffsetDateTime,
-    ) -> BoxFuture<'a, Result<Claim, StoreError>> {
+    fn claim<'a>(&'a self, claim: NewClaim<'a>) -> BoxFuture<'a, Result<Claim, StoreError>> {
         Box::pin(with_deadline(self.timeout, "SQLite claim", async move {
-            let done = sqlx::query(CLAIM_SQL)
-                .bind(key)
-                .bind(unix_ms_ceil(expires_at))
-                .bind(now_unix_ms())
-                .execute(&self.pool)
-                .await?;
-            // 1: inserted, or took over an expired row; 0: a live claim exists.
-            let claim = claim_from_rows(done.rows_affected())?;
-            tracing::debug!(key, ?claim, "SQLite replay claim");
-            Ok(claim)
+            let valid_before = claim
+                .valid_before
+                .map(|v| i64::try_from(v).unwrap_or(i64::MAX));
+            for _ in 0..CLAIM_ATTEMPTS {
+                let now = now_unix_ms();
+                let done = sqlx::query(CLAIM_SQL)
+                    .bind(claim.key)
+                    .bind(unix_ms_ceil(claim.expires_at))
+                    .bind(claim.state.as_str())
+                    .bind(claim.owner)
+                    .bind(valid_before)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?;
+                // 1: inserted, or took over an expired row; 0: a live claim exists.
+                if one_row(done.rows_affected(), "replay claim")? {
+                    tracing::debug!(key = claim.key, "SQLite replay claim");
+                    return Ok(Claim::Claimed);
+                }
+                let row: Option<(String, String, Option<i64>)> = sqlx::query_as(READ_SQL)
+                    .bind(claim.key)
+                    .bind(now)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                if let Some((owner, state, valid_before)) = row {
+                    let existing = record(claim.key.to_owned(), owner, &state, valid_before)?;
+                    tracing::debug!(key = claim.key, state = ?existing.state, "SQLite replay claim exists");
+                    return Ok(Claim::Existing(existing));
+                }
+                // Released between the two statements: try again.
+            }
+            Err(StoreError::new(
+                "replay claim kept changing under contention",
+            ))
         }))
     }
 
-    fn release<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(with_deadline(self.timeout, "SQLite release", async move {
-            sqlx::query(RELEASE_SQL)
+    fn advance<'a>(
+        &'a self,
+        key: &'a str,
+        owner: &'a str,
+        from: ClaimState,
+        to: ClaimState,
+        expires_at: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(with_deadline(self.timeout, "SQLite advance", async move {
+            let done = sqlx::query(ADVANCE_SQL)
                 .bind(key)
+                .bind(owner)
+                .bind(from.as_str())
+                .bind(to.as_str())
+                .bind(unix_ms_ceil(expires_at))
                 .execute(&self.pool)
                 .await?;
-            tracing::debug!(key, "SQLite replay release");
-            Ok(())
+            let moved = one_row(done.rows_affected(), "replay advance")?;
+            tracing::debug!(key, ?from, ?to, moved, "SQLite replay advance");
+            Ok(moved)
+        }))
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        owner: &'a str,
+        from: ClaimState,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(with_deadline(self.timeout, "SQLite release", async move {
+            let done = sqlx::query(RELEASE_SQL)
+                .bind(key)
+                .bind(owner)
+                .bind(from.as_str())
+                .execute(&self.pool)
+                .await?;
+            let released = one_row(done.rows_affected(), "replay release")?;
+            tracing::debug!(key, ?from, released, "SQLite replay release");
+            Ok(released)
+        }))
+    }
+
+    fn in_state<'a>(
+        &'a self,
+        state: ClaimState,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<ClaimRecord>, StoreError>> {
+        Box::pin(with_deadline(self.timeout, "SQLite scan", async move {
+            let rows: Vec<(String, String, String, Option<i64>)> = sqlx::query_as(IN_STATE_SQL)
+                .bind(state.as_str())
+                .bind(now_unix_ms())
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+            rows.into_iter()
+                .map(|(key, owner, state, valid_before)| record(key, owner, &state, valid_before))
+                .collect()
+        }))
+    }
+
+    fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(with_deadline(self.timeout, "SQLite purge", async {
+            let done = sqlx::query(PURGE_SQL)
+                .bind(now_unix_ms())
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected())
         }))
     }
 }
