@@ -1,5 +1,10 @@
-//! The `Charge` middleware: a one-time payment per request, verified before the inner service
-//! runs.
+//! The `Charge` middleware: a one-time payment per request, verified and held before the
+//! inner service runs and taken only when it answers with success (charge on success;
+//! [`ChargeLayer::settle_first`] takes it before).
+//!
+//! A layer on a method router (`get(h).layer(charge(..))`) also wraps axum's `405` fallback:
+//! such a request is challenged, but paying it takes no money, since the `405` is not a
+//! success. `route_layer` answers it with a plain `405` and no challenge instead.
 //!
 //! Every option works on every form: [`charge`], [`charge_with`] (a price computed per
 //! request), [`Mpp::charge`] and [`Mpp::charge_with`] (bound to a configuration and checked
@@ -253,8 +258,10 @@ impl<S> Layer<S> for ChargeLayer {
 }
 
 /// Middleware that answers `402 Payment Required` until a valid credential comes, then runs
-/// the inner service and adds `Payment-Receipt`. The inner service never runs unpaid. See
-/// [`Mpp::charge`] for an example.
+/// the inner service and, when it answers `2xx`, takes the payment and adds
+/// `Payment-Receipt`. The inner service never runs unverified, and its answer is never handed
+/// over unpaid: if taking the payment fails, the refusal replaces it. See [`Mpp::charge`] for
+/// an example.
 #[derive(Debug, Clone)]
 pub struct Charge<S> {
     inner: S,

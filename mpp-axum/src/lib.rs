@@ -40,9 +40,10 @@
 //!
 //! `get(h).route_layer(charge)` charges for `GET` only: any other method gets axum's plain
 //! `405`. With `get(h).layer(charge)`, the layer also wraps axum's method-not-allowed
-//! fallback, so a `POST` would be asked to pay for a `405`. Likewise `Router::route_layer`
-//! charges for every route of a router and leaves unknown paths a plain `404`, where
-//! `Router::layer` would ask to pay for the `404`.
+//! fallback, so a `POST` is challenged; paying it takes no money (a payment is taken only
+//! when the answer is `2xx`: charge on success), but the client was asked to sign one for a
+//! `405`. Likewise `Router::route_layer` charges for every route of a router and leaves
+//! unknown paths a plain `404`, where `Router::layer` would challenge the `404`.
 //!
 //! ## A price computed per request
 //!
