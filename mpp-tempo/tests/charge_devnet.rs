@@ -323,6 +323,53 @@ async fn sponsored_pull_settles_and_the_sponsor_pays_the_fee() {
     assert!(matches!(e, ChargeError::Replayed(_)));
 }
 
+/// Twenty sponsored payments whose gas limit is below what their call needs are refused
+/// before anything is sent: the fee payer pays nothing for them (the review's finding 2a).
+#[tokio::test]
+async fn under_gassed_sponsored_payments_cost_the_fee_payer_nothing() {
+    let sponsor = DEV_ACCOUNTS[5];
+    let Some(env) = env_with(|b| {
+        b.fee_payer(
+            sponsor.private_key.parse().unwrap(),
+            SponsorPolicy::default(),
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    let req = env.tempo.charge_request(PRICE);
+    let sponsor_before = balance(&env, tokens::PATH_USD, sponsor.address).await;
+    let recipient_before = balance(&env, tokens::PATH_USD, RECIPIENT).await;
+    for i in 0..20 {
+        let ch = Challenge::new(&req);
+        // Above intrinsic gas, below what a transferWithMemo needs.
+        let options = TxOptions {
+            gas_limit: Some(30_000 + i * 100),
+            ..Default::default()
+        };
+        let cred = payer(&env, 7).pull(ch.as_client(), &options).await.unwrap();
+        let e = assert_refused(verify(&env, &req, &ch, &cred).await, "under-gassed");
+        assert!(e.to_string().contains("gas"), "{e}");
+    }
+    assert_eq!(
+        balance(&env, tokens::PATH_USD, sponsor.address).await,
+        sponsor_before,
+        "the fee payer paid for refused transactions"
+    );
+    assert_eq!(
+        balance(&env, tokens::PATH_USD, RECIPIENT).await,
+        recipient_before
+    );
+    // A properly gassed one still goes through.
+    let ch = Challenge::new(&req);
+    let cred = payer(&env, 7)
+        .pull(ch.as_client(), &TxOptions::default())
+        .await
+        .unwrap();
+    verify(&env, &req, &ch, &cred).await.unwrap();
+}
+
 #[tokio::test]
 async fn sponsored_envelope_is_refused_without_a_sponsor() {
     let Some(env) = env().await else { return };

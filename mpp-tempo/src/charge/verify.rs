@@ -280,6 +280,30 @@ impl Charge<'_> {
                 other => other.into(),
             });
         }
+        // A sponsored transaction that runs out of gas is paid for by the fee payer: its gas
+        // limit must cover what the very transaction needs, from its sender.
+        if let (ChargeKind::SponsoredTransaction, Some(sponsor)) = (kind, self.verifier.sponsor) {
+            let needed = self
+                .verifier
+                .chain
+                .estimate_gas(sender, final_tx.tx(), Some(sponsor.address()))
+                .await;
+            let refusal = match needed {
+                Ok(needed) if final_tx.tx().gas_limit >= needed => None,
+                Ok(needed) => Some(ChargeError::failed(format!(
+                    "sponsor policy: gas limit {} is below the {needed} the transaction needs",
+                    final_tx.tx().gas_limit
+                ))),
+                Err(ChainError::Refused(reason)) => Some(ChargeError::failed(format!(
+                    "the transaction would fail: {reason}"
+                ))),
+                Err(other) => Some(other.into()),
+            };
+            if let Some(refusal) = refusal {
+                release(self.verifier.store.as_ref(), &key, &owner, ClaimState::Held).await;
+                return Err(refusal);
+            }
+        }
         let mut settlement = self.settlement(key, owner, ClaimState::Held);
         settlement.broadcast = Some(Broadcast {
             chain: self.verifier.chain.clone(),
