@@ -251,7 +251,17 @@ impl Mpp {
 
     /// The outer layer: puts this configuration into each request's extensions, where
     /// [`crate::charge()`] layers on inner routes find it.
+    ///
+    /// Warns once, here at start-up, when no realm is configured: the realm then comes from
+    /// each request's `Host`, which the client chooses and a proxy may rewrite per instance,
+    /// so a challenge issued behind one host name fails on another.
     pub fn layer(&self) -> MppLayer {
+        if self.gate.configured_realm().is_none() {
+            tracing::warn!(
+                "no realm configured: using each request's Host header; set one with \
+                 Mpp::realm (or MPP_REALM) so challenges verify on every instance"
+            );
+        }
         MppLayer { mpp: self.clone() }
     }
 }

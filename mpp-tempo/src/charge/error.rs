@@ -37,8 +37,8 @@ pub enum ChargeError {
     /// The RPC node could not be reached or answered with a transport error (503).
     #[error("tempo node unavailable: {0}")]
     NodeUnavailable(String),
-    /// An RPC call did not finish in time (503). When it was the broadcast, the outcome is
-    /// unknown and the replay claim is kept, so the credential cannot be spent twice.
+    /// An RPC call (a read or a simulation) did not finish in time (503). A broadcast whose
+    /// outcome is unknown is [`ChargeError::Pending`] instead.
     #[error("tempo node timed out: {0}")]
     Timeout(String),
     /// The payment was sent and its outcome is not known yet, because the node stopped
