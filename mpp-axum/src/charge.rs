@@ -328,12 +328,11 @@ where
     let receipt = admitted.verified.receipt.clone();
     match admitted.verified.disposition {
         Disposition::Serve => {
-            if route.settle_first
-                && let Some(pending) = &mut held
-                && let Err(refusal) = pending.settle().await
-            {
-                finish(held, false).await;
-                return Ok(refusal.map(PaymentBody::layer));
+            if route.settle_first {
+                held = match take(held).await {
+                    Ok(held) => held,
+                    Err(refusal) => return Ok(refusal.map(PaymentBody::layer)),
+                };
             }
             parts.extensions.insert(PaymentReceipt::from(admitted));
             let mut response = match inner.call(Request::from_parts(parts, body)).await {
@@ -351,25 +350,21 @@ where
                 finish(held, false).await;
                 return Ok(response.map(PaymentBody::inner));
             }
-            if let Some(pending) = &mut held
-                && let Err(refusal) = pending.settle().await
-            {
-                // The answer is withheld: content is never handed over unpaid.
-                finish(held, false).await;
-                return Ok(refusal.map(PaymentBody::layer));
-            }
+            // On failure the answer is withheld: content is never handed over unpaid.
+            let held = match take(held).await {
+                Ok(held) => held,
+                Err(refusal) => return Ok(refusal.map(PaymentBody::layer)),
+            };
             finish(held, true).await;
             attach_receipt(response.headers_mut(), &receipt);
             Ok(response.map(PaymentBody::inner))
         }
         // The method answered the request itself (e.g. a session top-up).
         Disposition::Respond(status) => {
-            if let Some(pending) = &mut held
-                && let Err(refusal) = pending.settle().await
-            {
-                finish(held, false).await;
-                return Ok(refusal.map(PaymentBody::layer));
-            }
+            let held = match take(held).await {
+                Ok(held) => held,
+                Err(refusal) => return Ok(refusal.map(PaymentBody::layer)),
+            };
             finish(held, true).await;
             let mut response = Response::new(Full::new(Bytes::new()));
             *response.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::NO_CONTENT);
@@ -383,6 +378,18 @@ where
             Ok(refusal_response(&Refusal::misconfigured()).map(PaymentBody::layer))
         }
     }
+}
+
+/// Takes a held payment's money (once; nothing to do without one). On failure the payment is
+/// ended unserved and the refusal to send instead is returned.
+async fn take(mut held: Option<Held>) -> Result<Option<Held>, Response<Full<Bytes>>> {
+    if let Some(pending) = &mut held
+        && let Err(refusal) = pending.settle().await
+    {
+        finish(held, false).await;
+        return Err(refusal);
+    }
+    Ok(held)
 }
 
 /// Ends a held payment, if there is one.

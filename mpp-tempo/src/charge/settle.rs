@@ -118,7 +118,10 @@ impl TempoSettlement {
         match self.state {
             ClaimState::Serving => Ok(()),
             ClaimState::Held => match self.broadcast.take() {
-                None => self.advance(ClaimState::Held, ClaimState::Serving).await,
+                None => {
+                    self.advance(ClaimState::Held, ClaimState::Serving, self.paid_until)
+                        .await
+                }
                 Some(broadcast) => self.send(broadcast).await,
             },
             other => Err(ChargeError::Config(format!(
@@ -127,43 +130,34 @@ impl TempoSettlement {
         }
     }
 
-    async fn advance(&mut self, from: ClaimState, to: ClaimState) -> Result<(), ChargeError> {
+    /// Moves this request's held claim on. Only this request moves a claim it holds, so a
+    /// claim no longer held means its hold expired while the request ran (a handler slower
+    /// than the payment's deadline): nothing was taken, and the payer is told so.
+    async fn advance(
+        &mut self,
+        from: ClaimState,
+        to: ClaimState,
+        expires_at: OffsetDateTime,
+    ) -> Result<(), ChargeError> {
         if self
             .store
-            .advance(&self.key, &self.owner, from, to, self.paid_until)
+            .advance(&self.key, &self.owner, from, to, expires_at)
             .await?
         {
             self.state = to;
             Ok(())
         } else {
-            // Only this request moves a claim it holds; anything else is a broken store.
-            Err(ChargeError::Config(format!(
-                "the claim {} was not in state {from:?} any more",
-                self.key
-            )))
+            Err(ChargeError::failed(
+                "the payment's hold expired before it could be taken; nothing was charged",
+            ))
         }
     }
 
     /// charge.md §6a.6-8: marks the claim pending, sends, and learns the outcome.
     async fn send(&mut self, broadcast: Broadcast) -> Result<(), ChargeError> {
         let pending_until = unix_time(broadcast.valid_before) + CLAIM_MARGIN;
-        if !self
-            .store
-            .advance(
-                &self.key,
-                &self.owner,
-                ClaimState::Held,
-                ClaimState::Pending,
-                pending_until,
-            )
-            .await?
-        {
-            return Err(ChargeError::Config(format!(
-                "the claim {} was not held any more",
-                self.key
-            )));
-        }
-        self.state = ClaimState::Pending;
+        self.advance(ClaimState::Held, ClaimState::Pending, pending_until)
+            .await?;
         let sent = broadcast
             .chain
             .send_raw_sync(&broadcast.raw, broadcast.timeout)
