@@ -14,13 +14,14 @@ use crate::body::PaymentBody;
 use crate::config::{ConfigError, Mpp};
 use crate::future::ResponseFuture;
 use crate::gate::{BoxError, CredentialHeader, Held, Paid, PaidRoute, request_path};
+use crate::idempotency::{Idempotent, MAX_STORED_BODY};
 use crate::pricing::{Price, PriceError, PriceOptions};
 use crate::receipt::PaymentReceipt;
-use crate::response::{attach_receipt, refusal_response};
+use crate::response::{attach_receipt, plain_problem, refusal_response};
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
 use http_body::Body;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full};
 use mpp_core::PriceTerms;
 use mpp_core::gate::Refusal;
 use mpp_core::method::Disposition;
@@ -281,7 +282,8 @@ where
     ReqBody: Body + From<Bytes> + Send + 'static,
     ReqBody::Data: Send,
     ReqBody::Error: Into<BoxError>,
-    ResBody: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
 {
     type Response = Response<PaymentBody<ResBody>>;
     type Error = S::Error;
@@ -315,12 +317,15 @@ where
     S: Service<Request<ReqBody>, Response = Response<ResBody>>,
     ReqBody: Body + From<Bytes>,
     ReqBody::Error: Into<BoxError>,
+    ResBody: Body<Data = Bytes>,
+    ResBody::Error: Into<BoxError>,
 {
     let Paid {
         mut parts,
         body,
         admitted,
         mut held,
+        idempotent,
     } = match route.admit(req).await {
         Ok(paid) => paid,
         Err(response) => return Ok(response.map(PaymentBody::layer)),
@@ -350,6 +355,9 @@ where
                 finish(held, false).await;
                 return Ok(response.map(PaymentBody::inner));
             }
+            if let Some(idempotent) = idempotent {
+                return Ok(serve_idempotent(response, held, &receipt, idempotent).await);
+            }
             // On failure the answer is withheld: content is never handed over unpaid.
             let held = match take(held).await {
                 Ok(held) => held,
@@ -378,6 +386,71 @@ where
             Ok(refusal_response(&Refusal::misconfigured()).map(PaymentBody::layer))
         }
     }
+}
+
+/// A 2xx answer to a request with an `Idempotency-Key`: its body is read (when its size is
+/// known and small enough to keep) before the money is taken, then the paid response is
+/// stored for repeats and sent. A body that cannot be kept is served as it comes, once.
+async fn serve_idempotent<ResBody>(
+    response: Response<ResBody>,
+    held: Option<Held>,
+    receipt: &mpp_core::Receipt,
+    idempotent: Idempotent,
+) -> Response<PaymentBody<ResBody>>
+where
+    ResBody: Body<Data = Bytes>,
+    ResBody::Error: Into<BoxError>,
+{
+    let keepable = response
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|size| size <= MAX_STORED_BODY);
+    if !keepable {
+        idempotent.abandon().await;
+        let held = match take(held).await {
+            Ok(held) => held,
+            Err(refusal) => return refusal.map(PaymentBody::layer),
+        };
+        finish(held, true).await;
+        let mut response = response;
+        attach_receipt(response.headers_mut(), receipt);
+        return response.map(PaymentBody::inner);
+    }
+    let (mut head, body) = response.into_parts();
+    // The body's own error type need not be `Send`: only its text outlives the read.
+    let collected: Result<Bytes, String> = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| Into::<BoxError>::into(e).to_string());
+    let bytes = match collected {
+        Ok(bytes) => bytes,
+        Err(e) => {
+            tracing::warn!(reason = %e, "paid response body failed before it was sent; nothing charged");
+            finish(held, false).await;
+            idempotent.abandon().await;
+            return plain_problem(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Internal Server Error",
+                "The response failed before it was sent; nothing was charged.",
+            )
+            .map(PaymentBody::layer);
+        }
+    };
+    let held = match take(held).await {
+        Ok(held) => held,
+        Err(refusal) => {
+            idempotent.abandon().await;
+            return refusal.map(PaymentBody::layer);
+        }
+    };
+    finish(held, true).await;
+    attach_receipt(&mut head.headers, receipt);
+    idempotent
+        .complete(head.status, &head.headers, &bytes)
+        .await;
+    Response::from_parts(head, PaymentBody::layer(Full::new(bytes)))
 }
 
 /// Takes a held payment's money (once; nothing to do without one). On failure the payment is

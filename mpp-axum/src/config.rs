@@ -5,6 +5,7 @@ use crate::gate::CredentialHeader;
 use mpp_core::binding::SecretTooShort;
 use mpp_core::expiry::{Clock, TimestampError, parse_timestamp};
 use mpp_core::gate::OfferError;
+use mpp_core::idempotency::{IdempotencyStore, MemoryIdempotencyStore};
 use mpp_core::{Method, PaymentGate};
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -75,6 +76,18 @@ pub struct Mpp {
     gate: Arc<PaymentGate>,
     /// Where routes read credentials unless they say otherwise.
     credential_header: CredentialHeader,
+    /// Where `Idempotency-Key` requests are recorded.
+    idempotency: Idempotency,
+}
+
+/// The idempotency store, shown by name in `Debug`.
+#[derive(Clone)]
+struct Idempotency(Arc<dyn IdempotencyStore>);
+
+impl std::fmt::Debug for Idempotency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("IdempotencyStore")
+    }
 }
 
 impl Mpp {
@@ -142,6 +155,7 @@ impl Mpp {
         Self {
             gate: Arc::new(gate),
             credential_header: CredentialHeader::default(),
+            idempotency: Idempotency(Arc::new(MemoryIdempotencyStore::default())),
         }
     }
 
@@ -232,6 +246,21 @@ impl Mpp {
     pub fn credential_header(mut self, header: CredentialHeader) -> Self {
         self.credential_header = header;
         self
+    }
+
+    /// Where paid requests with an `Idempotency-Key` are recorded, so that a repeat with the
+    /// same key and credential gets the stored response without running the handler again.
+    /// Default: in this process ([`MemoryIdempotencyStore`]); with several instances, a
+    /// shared one (`mpp_tempo::store::SqliteStore` or `PgStore`, which also keep the payment
+    /// claims). Routes bound before this call keep what they had.
+    pub fn idempotency_store(mut self, store: impl IdempotencyStore) -> Self {
+        self.idempotency = Idempotency(Arc::new(store));
+        self
+    }
+
+    /// Where `Idempotency-Key` requests are recorded.
+    pub(crate) fn idempotency_store_ref(&self) -> &Arc<dyn IdempotencyStore> {
+        &self.idempotency.0
     }
 
     /// Where paid routes read the credential unless they say otherwise.

@@ -6,6 +6,7 @@
 
 use crate::config::Mpp;
 use crate::headers::{ACCEPT_PAYMENT, PAYMENT_AUTHORIZATION};
+use crate::idempotency::{self, Idempotent};
 use crate::pricing::{Price, PriceFailure};
 use crate::response::{plain_problem, refusal_response};
 use bytes::Bytes;
@@ -101,6 +102,8 @@ pub(crate) struct Paid<B> {
     pub(crate) body: B,
     pub(crate) admitted: Admitted,
     pub(crate) held: Option<Held>,
+    /// The `Idempotency-Key` record of this request, when it carries one.
+    pub(crate) idempotent: Option<Idempotent>,
 }
 
 /// A payment the method verified and holds until [`Held::settle`]: with what a refusal at
@@ -229,6 +232,19 @@ impl PaidRoute {
         if let Some(bytes) = &buffered {
             cx = cx.body(bytes);
         }
+        let payment = parts
+            .headers
+            .get_all(header.name())
+            .iter()
+            .find(|v| is_payment_scheme(v.as_bytes()));
+        let idempotent = idempotency::begin(
+            mpp.idempotency_store_ref(),
+            &parts,
+            request_path(&parts.uri, &parts.extensions),
+            payment,
+            gate.max_lifetime(),
+        )
+        .await?;
         match gate.admit(&offers, credential(&parts, header), &cx).await {
             Ok(mut admitted) => {
                 let held = admitted.verified.settlement.take().map(|settlement| Held {
@@ -248,6 +264,7 @@ impl PaidRoute {
                     body,
                     admitted,
                     held,
+                    idempotent,
                 })
             }
             Err(refusal) => Err(refusal_response(&refusal)),
@@ -366,6 +383,11 @@ fn credential(
             Err(CredentialError::Missing) => None,
             other => Some(other),
         })
+}
+
+/// A credential header value of the `Payment` scheme.
+fn is_payment_scheme(value: &[u8]) -> bool {
+    value.len() > 8 && value[..8].eq_ignore_ascii_case(b"payment ")
 }
 
 fn accept_payment(parts: &Parts) -> Option<AcceptPayment> {

@@ -130,6 +130,7 @@ pub mod cors;
 mod future;
 mod gate;
 pub mod headers;
+mod idempotency;
 mod pricing;
 mod receipt;
 mod response;
@@ -139,6 +140,7 @@ pub use charge::{Charge, ChargeLayer, charge, charge_with, try_charge};
 pub use config::{ConfigError, Mpp, MppLayer, MppService};
 pub use future::ResponseFuture;
 pub use gate::CredentialHeader;
+pub use idempotency::{IDEMPOTENCY_KEY, MAX_STORED_BODY};
 pub use pricing::{PriceError, PriceFn};
 pub use receipt::{MissingPaymentLayer, PaymentReceipt};
 

@@ -53,6 +53,7 @@ pub mod discovery;
 pub mod encoded_json;
 pub mod expiry;
 pub mod gate;
+pub mod idempotency;
 pub mod jcs;
 pub mod mcp;
 pub mod method;

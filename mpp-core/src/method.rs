@@ -302,6 +302,16 @@ pub enum MethodError {
     /// logged, never sent to the client.
     #[error("payment outcome not known yet: {0}")]
     Pending(String),
+    /// The server will not take this payment now, by its own limits (e.g. fee sponsorship
+    /// spent for the period): 503 with `Retry-After`; nothing is charged. Unlike the other
+    /// 503s, `detail` is written for the payer and sent as it is.
+    #[error("payment deferred: {detail}")]
+    Throttled {
+        /// What the payer is told (no internal detail).
+        detail: String,
+        /// Seconds after which a retry can succeed.
+        retry_after: u32,
+    },
     /// The server's own configuration cannot produce these terms (e.g. a price with more
     /// decimals than the currency). Reported when routes are built.
     #[error("payment configuration error: {0}")]
@@ -335,6 +345,14 @@ impl MethodError {
     /// A payment sent whose outcome is not known yet.
     pub fn pending(detail: impl std::fmt::Display) -> Self {
         Self::Pending(detail.to_string())
+    }
+
+    /// A payment the server's own limits defer for `retry_after` seconds.
+    pub fn throttled(detail: impl Into<String>, retry_after: u32) -> Self {
+        Self::Throttled {
+            detail: detail.into(),
+            retry_after,
+        }
     }
 
     /// A configuration error (from an [`AmountError`] or anything displayable).

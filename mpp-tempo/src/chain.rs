@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use alloy::consensus::BlockHeader;
 use alloy::eips::BlockNumberOrTag;
-use alloy::primitives::{Address, B256, keccak256};
+use alloy::primitives::{Address, B256, U256, keccak256};
 use alloy::providers::{Provider, RootProvider};
 use alloy::rpc::client::RpcClient;
 use alloy::transports::{RpcError, TransportError};
@@ -412,6 +412,22 @@ impl ChainClient {
                 Ok(None)
             }
             Err(e) => Err(unavailable(WHAT, e)),
+        }
+    }
+
+    /// The TIP-20 `token` balance of `owner`, in base units.
+    pub async fn token_balance(&self, token: Address, owner: Address) -> Result<U256, ChainError> {
+        let contract = tempo_alloy::contracts::precompiles::ITIP20::new(token, &self.provider);
+        let timeout = self.rpc_timeout;
+        match tokio::time::timeout(timeout, contract.balanceOf(owner).call()).await {
+            Ok(Ok(balance)) => Ok(balance),
+            Ok(Err(e)) => Err(ChainError::Unavailable(format!(
+                "balanceOf: {}",
+                error_chain(&e)
+            ))),
+            Err(_) => Err(ChainError::Timeout(format!(
+                "balanceOf took longer than {timeout:?}"
+            ))),
         }
     }
 

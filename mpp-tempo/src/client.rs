@@ -350,6 +350,17 @@ impl TempoPayer {
         };
         tx.gas_limit = match options.gas_limit {
             Some(limit) => limit,
+            // Sponsored: the sender pays no fee, so the estimate must not ask it to (an
+            // account holding only the price is a valid payer). The flag is what matters:
+            // the payer does not know the fee payer's address.
+            None if sponsored => {
+                let gas = self
+                    .chain
+                    .estimate_gas(self.address(), &tx, Some(Address::ZERO))
+                    .await
+                    .map_err(|e| ClientError::Node(e.to_string()))?;
+                gas.saturating_mul(5) / 4 + 50_000
+            }
             None => {
                 let mut estimate = TempoTransactionRequest::from(tx.clone());
                 estimate.inner.from = Some(self.address());

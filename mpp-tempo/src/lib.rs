@@ -69,8 +69,8 @@ pub use chain::{ChainClient, ChainError, DEFAULT_BROADCAST_TIMEOUT, DEFAULT_RPC_
 pub use chains::TempoChain;
 pub use challenge::{ChallengeView, ChallengeViewError};
 pub use charge::{
-    ChargeContext, ChargeError, ChargeKind, ChargeMode, SettledCharge, SponsorPolicy,
-    TempoChargeRequest,
+    ChargeContext, ChargeError, ChargeKind, ChargeMode, SettledCharge, SponsorBudget,
+    SponsorPolicy, TempoChargeRequest,
 };
 pub use method::{DEFAULT_MAINTENANCE_INTERVAL, DEFAULT_STORE_PATH, Tempo, TempoBuilder};
 pub use tokens::{PATH_USD, USDC_E};

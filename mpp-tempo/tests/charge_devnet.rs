@@ -370,6 +370,226 @@ async fn under_gassed_sponsored_payments_cost_the_fee_payer_nothing() {
     verify(&env, &req, &ch, &cred).await.unwrap();
 }
 
+/// A fresh account holding exactly `amount` pathUSD (and nothing to pay fees with).
+async fn account_holding(env: &Env, amount: u128) -> PrivateKeySigner {
+    let fresh = PrivateKeySigner::random();
+    let mut funding = env.tempo.charge_request(amount);
+    funding.recipient = fresh.address();
+    funding.method_details.fee_payer = false;
+    funding.method_details.supported_modes = None;
+    let ch = Challenge::new(&funding);
+    payer(env, 2)
+        .push(ch.as_client(), &TxOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        balance(env, tokens::PATH_USD, fresh.address()).await,
+        U256::from(amount)
+    );
+    fresh
+}
+
+/// What a mined transaction cost its fee payer, in fee-token base units (attodollars per
+/// gas × gas, over 10^12).
+async fn fee_of(env: &Env, reference: &str) -> U256 {
+    use alloy::network::ReceiptResponse;
+    let receipt = env
+        .tempo
+        .chain()
+        .receipt(reference.parse().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    let cost = u128::from(receipt.gas_used()) * receipt.effective_gas_price();
+    U256::from(cost.div_ceil(1_000_000_000_000))
+}
+
+/// Twenty concurrent sponsored payments from an account that can pay once: sponsored
+/// settlements of one sender take turns (across instances: the turn is a store claim), and
+/// each estimates its transaction again inside its turn, so one is sent and nineteen are
+/// refused before the fee payer spends anything (the review's finding 2b).
+#[tokio::test]
+async fn concurrent_sponsored_payments_from_an_account_that_can_pay_once_cost_one_fee() {
+    let sponsor = DEV_ACCOUNTS[5];
+    let Some(env) = env_with(|b| {
+        b.fee_payer(
+            sponsor.private_key.parse().unwrap(),
+            SponsorPolicy::default(),
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    let req = env.tempo.charge_request(PRICE);
+    let fresh = account_holding(&env, PRICE).await;
+    let fresh_payer = TempoPayer::new(fresh.clone(), &env.node.rpc_url()).unwrap();
+    let mut credentials = Vec::new();
+    for _ in 0..20 {
+        let ch = Challenge::new(&req);
+        let cred = fresh_payer
+            .pull(ch.as_client(), &TxOptions::default())
+            .await
+            .unwrap();
+        credentials.push((ch, cred));
+    }
+    let sponsor_before = balance(&env, tokens::PATH_USD, sponsor.address).await;
+    let recipient_before = balance(&env, tokens::PATH_USD, RECIPIENT).await;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (ch, cred) in credentials {
+        let (tempo, req) = (env.tempo.clone(), req.clone());
+        tasks.spawn(async move {
+            let challenge = ChallengeView::new(&ch.id, REALM, ch.expires);
+            let ctx = ChargeContext::new(&req, challenge, OffsetDateTime::now_utc());
+            tempo
+                .verify_charge(ctx, Some(&cred.source), &cred.payload)
+                .await
+        });
+    }
+    let (mut settled, mut refused, mut deferred) = (Vec::new(), 0, 0);
+    while let Some(result) = tasks.join_next().await {
+        match result.unwrap() {
+            Ok(receipt) => settled.push(receipt),
+            Err(e) if e.is_payer_fault() => refused += 1,
+            // A loaded machine can make a payment wait longer for its turn than a request
+            // may: deferred (503), nothing sent.
+            Err(ChargeError::Deferred { .. }) => deferred += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    println!(
+        "settled {}, refused {refused}, deferred {deferred}",
+        settled.len()
+    );
+    assert_eq!((settled.len(), refused + deferred), (1, 19));
+    assert_eq!(
+        balance(&env, tokens::PATH_USD, RECIPIENT).await - recipient_before,
+        U256::from(PRICE)
+    );
+    let fee = fee_of(&env, &settled[0].reference).await;
+    println!(
+        "20 concurrent sponsored payments, balance for one: 1 settled, the fee payer paid {fee}"
+    );
+    assert_eq!(
+        sponsor_before - balance(&env, tokens::PATH_USD, sponsor.address).await,
+        fee,
+        "the fee payer paid for more than the one payment"
+    );
+}
+
+/// Past the per-sender budget, a sender's sponsored payments are deferred (503 with
+/// Retry-After), and nothing is charged; another sender is not affected.
+#[tokio::test]
+async fn sponsored_fees_stop_at_the_budget() {
+    use alloy::providers::Provider;
+    let sponsor = DEV_ACCOUNTS[5];
+    const GAS: u64 = 500_000;
+    // The node's price as the client reads it: the client offers 20 % more.
+    let node = AnvilNode::start();
+    let Some(node) = node else { return };
+    let price = ChainProbe::gas_price(&node).await;
+    drop(node);
+    let most_of_one = u128::from(GAS) * (price * 6 / 5).max(1_000_000_000);
+    let Some(env) = env_with(|b| {
+        b.fee_payer(
+            sponsor.private_key.parse().unwrap(),
+            SponsorPolicy {
+                budget: mpp_tempo::SponsorBudget {
+                    window: Duration::from_secs(3600),
+                    // Room for one payment's most, not for a second on top of what the
+                    // first really cost.
+                    per_sender: most_of_one,
+                    total: 100 * most_of_one,
+                },
+                ..SponsorPolicy::default()
+            },
+        )
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(
+        env.tempo.chain().provider().get_gas_price().await.unwrap(),
+        price,
+        "the gas price is the same on every fresh node"
+    );
+    let req = env.tempo.charge_request(PRICE);
+    let options = TxOptions {
+        gas_limit: Some(GAS),
+        ..Default::default()
+    };
+    let ch = Challenge::new(&req);
+    let cred = payer(&env, 6).pull(ch.as_client(), &options).await.unwrap();
+    verify(&env, &req, &ch, &cred).await.unwrap();
+
+    let sponsor_before = balance(&env, tokens::PATH_USD, sponsor.address).await;
+    let ch = Challenge::new(&req);
+    let cred = payer(&env, 6).pull(ch.as_client(), &options).await.unwrap();
+    match verify(&env, &req, &ch, &cred).await {
+        Err(ChargeError::Deferred {
+            detail,
+            retry_after,
+        }) => {
+            println!("over the sender's budget: {detail} (retry after {retry_after} s)");
+            assert!((1..=3600).contains(&retry_after), "{retry_after}");
+            assert!(!detail.contains("http"), "{detail}");
+        }
+        other => panic!("expected a deferral, got {other:?}"),
+    }
+    assert_eq!(
+        balance(&env, tokens::PATH_USD, sponsor.address).await,
+        sponsor_before
+    );
+    // The deferred credential was released, not used: another sender goes through.
+    let ch = Challenge::new(&req);
+    let cred = payer(&env, 7).pull(ch.as_client(), &options).await.unwrap();
+    verify(&env, &req, &ch, &cred).await.unwrap();
+}
+
+/// A fee payer that cannot pay is the operator's fault: 503, never the payer's 402.
+#[tokio::test]
+async fn an_unfunded_fee_payer_is_a_server_fault() {
+    let unfunded = PrivateKeySigner::random();
+    let Some(env) = env_with(|b| b.fee_payer(unfunded, SponsorPolicy::default())).await else {
+        return;
+    };
+    let req = env.tempo.charge_request(PRICE);
+    let ch = Challenge::new(&req);
+    let cred = payer(&env, 6)
+        .pull(ch.as_client(), &TxOptions::default())
+        .await
+        .unwrap();
+    let payer_before = balance(&env, tokens::PATH_USD, DEV_ACCOUNTS[6].address).await;
+    match verify(&env, &req, &ch, &cred).await {
+        Err(e @ ChargeError::FeePayer(_)) => {
+            assert!(!e.is_payer_fault());
+            assert!(e.problem().is_none(), "a 503, not a problem for the payer");
+            println!("unfunded fee payer: {e}");
+        }
+        other => panic!("expected a fee payer fault, got {other:?}"),
+    }
+    assert_eq!(
+        balance(&env, tokens::PATH_USD, DEV_ACCOUNTS[6].address).await,
+        payer_before
+    );
+}
+
+/// Reads the gas price of a node.
+struct ChainProbe;
+
+impl ChainProbe {
+    async fn gas_price(node: &AnvilNode) -> u128 {
+        use alloy::providers::Provider;
+        mpp_tempo::ChainClient::new(&node.rpc_url(), Duration::from_secs(5))
+            .unwrap()
+            .provider()
+            .get_gas_price()
+            .await
+            .unwrap()
+    }
+}
+
 #[tokio::test]
 async fn sponsored_envelope_is_refused_without_a_sponsor() {
     let Some(env) = env().await else { return };

@@ -13,9 +13,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mpp_core::BoxFuture;
+use mpp_core::idempotency::{Begin, IdempotencyStore, StoredResponse};
 use mpp_tempo::store::{
-    Claim, ClaimRecord, ClaimState, MIGRATIONS_TABLE, MemoryStore, NewClaim, PgStore, ReplayStore,
-    SqliteStore, StoreError,
+    Claim, ClaimRecord, ClaimState, FeeSpend, MIGRATIONS_TABLE, MemoryStore, NewClaim, PgStore,
+    ReplayStore, SqliteStore, StoreError,
 };
 use sqlx::AssertSqlSafe;
 use sqlx::migrate::Migrator;
@@ -475,6 +476,157 @@ const EXACT_EXPIRY: OffsetDateTime = datetime!(2100-01-01 0:00:00.123456 UTC);
 const EXACT_EXPIRY_MS: i64 = 4_102_444_800_124;
 
 // ---------------------------------------------------------------------------------------------
+/// Sponsored spend: capped per scope, all scopes or none, refunded, concurrent spends never
+/// pass a cap together.
+async fn spend_is_capped_all_or_none<S: ReplayStore + Clone>(store: &S) {
+    let sender = unique("sender");
+    let other = unique("other");
+    let total = unique("total");
+    let window_start = OffsetDateTime::now_utc().unix_timestamp();
+    let window_end = OffsetDateTime::now_utc() + time::Duration::hours(1);
+    let scopes_a = [(sender.as_str(), 100), (total.as_str(), 150)];
+    let scopes_b = [(other.as_str(), 100), (total.as_str(), 150)];
+    let a = |amount| FeeSpend {
+        scopes: &scopes_a,
+        window_start,
+        window_end,
+        amount,
+    };
+    let b = |amount| FeeSpend {
+        scopes: &scopes_b,
+        window_start,
+        window_end,
+        amount,
+    };
+    assert!(
+        !store.spend(a(101)).await.unwrap(),
+        "over the sender cap alone"
+    );
+    assert!(store.spend(a(60)).await.unwrap());
+    assert!(store.spend(a(40)).await.unwrap(), "exactly at the cap");
+    assert!(!store.spend(a(1)).await.unwrap(), "past the sender cap");
+    // The other sender has room, the total has 50 left: refused whole, nothing counted.
+    assert!(!store.spend(b(60)).await.unwrap());
+    assert!(
+        store.spend(b(50)).await.unwrap(),
+        "the refused spend counted nothing"
+    );
+    assert!(!store.spend(b(1)).await.unwrap(), "the total is spent");
+    // A refund makes room in every scope of the spend.
+    store.refund(a(60), 30).await.unwrap();
+    assert!(store.spend(b(30)).await.unwrap());
+    assert!(
+        !store.spend(a(1)).await.unwrap(),
+        "the total is spent again"
+    );
+    // Never below zero.
+    store.refund(b(30), 1_000).await.unwrap();
+    assert!(store.spend(b(100)).await.unwrap());
+    // Another window starts empty.
+    let next = [(sender.as_str(), 100), (total.as_str(), 150)];
+    let later = FeeSpend {
+        scopes: &next,
+        window_start: window_start + 3600,
+        window_end: window_end + time::Duration::hours(1),
+        amount: 100,
+    };
+    assert!(store.spend(later).await.unwrap());
+
+    // Concurrent spends of 10 against a cap of 100: exactly ten pass.
+    let scope = unique("race");
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..30 {
+        let (store, scope) = (store.clone(), scope.clone());
+        tasks.spawn(async move {
+            let scopes = [(scope.as_str(), 100)];
+            store
+                .spend(FeeSpend {
+                    scopes: &scopes,
+                    window_start,
+                    window_end,
+                    amount: 10,
+                })
+                .await
+                .unwrap()
+        });
+    }
+    let mut passed = 0;
+    while let Some(ok) = tasks.join_next().await {
+        passed += usize::from(ok.unwrap());
+    }
+    assert_eq!(passed, 10);
+}
+
+/// Ended spend windows are purged.
+async fn ended_windows_are_purged(store: &impl ReplayStore) {
+    let scope = unique("ended");
+    let scopes = [(scope.as_str(), 100)];
+    let ended = FeeSpend {
+        scopes: &scopes,
+        window_start: 0,
+        window_end: a_second_ago(),
+        amount: 100,
+    };
+    assert!(store.spend(ended).await.unwrap());
+    assert!(store.purge_expired().await.unwrap() >= 1);
+    // Purged: the window's spend starts again from zero.
+    assert!(store.spend(ended).await.unwrap());
+}
+
+/// `Idempotency-Key` records: begin, in flight, other credential, complete once, replay,
+/// abandon, expiry.
+async fn idempotency_records_move_atomically(store: &impl IdempotencyStore) {
+    let until = OffsetDateTime::now_utc() + time::Duration::minutes(5);
+    let k = unique("idem");
+    assert_eq!(
+        store.begin(&k, "c", "o1", until).await.unwrap(),
+        Begin::Started
+    );
+    assert_eq!(
+        store.begin(&k, "c", "o2", until).await.unwrap(),
+        Begin::InFlight
+    );
+    assert_eq!(
+        store.begin(&k, "d", "o2", until).await.unwrap(),
+        Begin::OtherCredential
+    );
+    assert!(!store.abandon(&k, "o2").await.unwrap());
+    let response = StoredResponse {
+        status: 201,
+        headers: vec![
+            ("payment-receipt".into(), b"eyJ4IjoxfQ".to_vec()),
+            ("x-b".into(), Vec::new()),
+        ],
+        body: vec![0, 159, 146, 150],
+    };
+    assert!(store.complete(&k, "o1", &response, until).await.unwrap());
+    assert!(!store.complete(&k, "o1", &response, until).await.unwrap());
+    assert!(!store.abandon(&k, "o1").await.unwrap());
+    assert_eq!(
+        store.begin(&k, "c", "o3", until).await.unwrap(),
+        Begin::Replay(response)
+    );
+    let j = unique("idem");
+    assert_eq!(
+        store.begin(&j, "c", "o1", until).await.unwrap(),
+        Begin::Started
+    );
+    assert!(store.abandon(&j, "o1").await.unwrap());
+    assert_eq!(
+        store.begin(&j, "c", "o2", until).await.unwrap(),
+        Begin::Started
+    );
+    let e = unique("idem");
+    assert_eq!(
+        store.begin(&e, "c", "o1", a_second_ago()).await.unwrap(),
+        Begin::Started
+    );
+    assert_eq!(
+        store.begin(&e, "d", "o2", until).await.unwrap(),
+        Begin::Started
+    );
+}
+
 // MemoryStore
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -498,6 +650,10 @@ async fn memory_semantics() {
     assert_eq!(store.live_keys(), live);
     states_move_only_from_the_named_state(&store).await;
     concurrent_advances_one_winner(&store).await;
+    spend_is_capped_all_or_none(&store).await;
+    ended_windows_are_purged(&store).await;
+    idempotency_records_move_atomically(&mpp_core::idempotency::MemoryIdempotencyStore::default())
+        .await;
 }
 
 #[tokio::test]
@@ -555,6 +711,9 @@ async fn sqlite_semantics() {
     through_dyn(Arc::new(store.clone())).await;
     states_move_only_from_the_named_state(&store).await;
     concurrent_advances_one_winner(&store).await;
+    spend_is_capped_all_or_none(&store).await;
+    ended_windows_are_purged(&store).await;
+    idempotency_records_move_atomically(&store).await;
 }
 
 /// A database written before claim states existed keeps its claims, as served payments.
@@ -738,6 +897,9 @@ async fn postgres_semantics() {
     through_dyn(Arc::new(store.clone())).await;
     states_move_only_from_the_named_state(&store).await;
     concurrent_advances_one_winner(&store).await;
+    spend_is_capped_all_or_none(&store).await;
+    ended_windows_are_purged(&store).await;
+    idempotency_records_move_atomically(&store).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -937,7 +1099,25 @@ static APP_POSTGRES: Migrator = sqlx::migrate!("./tests/app_migrations/postgres"
 
 /// What the application's migrator records, and what the store's records.
 const APP_HISTORY: (i64, &str) = (1, "app");
-const STORE_HISTORY: [(i64, &str); 2] = [(1, "replay keys"), (2, "claim states")];
+/// The store's own migrations, as sqlx records them: read from its migration files (the
+/// same in both backends), so a new migration needs no edit here.
+fn store_history(backend: &str) -> Vec<(i64, String)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("migrations")
+        .join(backend);
+    let mut history: Vec<(i64, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let name = entry.unwrap().file_name().into_string().unwrap();
+            let stem = name.strip_suffix(".sql").unwrap();
+            let (version, description) = stem.split_once('_').unwrap();
+            (version.parse().unwrap(), description.replace('_', " "))
+        })
+        .collect();
+    history.sort();
+    assert!(history.len() >= 3, "{history:?}");
+    history
+}
 
 fn history_sql(table: &str) -> AssertSqlSafe<String> {
     AssertSqlSafe(format!(
@@ -1000,7 +1180,7 @@ async fn sqlite_migrations_live_beside_the_application_s() {
         );
         assert_eq!(
             sqlite_history(&pool, MIGRATIONS_TABLE).await,
-            STORE_HISTORY.map(|(v, d)| (v, d.to_owned())).to_vec(),
+            store_history("sqlite"),
             "app_first={app_first}"
         );
         sqlx::query("INSERT INTO app_orders (item) VALUES ('fortune')")
@@ -1070,7 +1250,7 @@ async fn postgres_migrations_live_beside_the_application_s() {
         );
         assert_eq!(
             pg_history(&pool, MIGRATIONS_TABLE).await,
-            STORE_HISTORY.map(|(v, d)| (v, d.to_owned())).to_vec(),
+            store_history("postgres"),
             "app_first={app_first}"
         );
         // The tables are in the fresh schema, not shared with the other tests.
@@ -1082,16 +1262,19 @@ async fn postgres_migrations_live_beside_the_application_s() {
         .fetch_all(&admin)
         .await
         .unwrap();
-        assert_eq!(
-            tables,
-            [
-                MIGRATIONS_TABLE,
-                "_sqlx_migrations",
-                "app_orders",
-                "replay_keys"
-            ],
-            "app_first={app_first}"
-        );
+        for table in [
+            MIGRATIONS_TABLE,
+            "_sqlx_migrations",
+            "app_orders",
+            "replay_keys",
+            "sponsor_spend",
+            "idempotent_responses",
+        ] {
+            assert!(
+                tables.iter().any(|t| t == table),
+                "app_first={app_first}: {table} not in {tables:?}"
+            );
+        }
         sqlx::query("INSERT INTO app_orders (item) VALUES ('fortune')")
             .execute(&pool)
             .await

@@ -442,6 +442,16 @@ fn log_method_error(method: &str, challenge_id: Option<&str>, error: &MethodErro
             cause = %cause,
             "payment sent, outcome not known yet"
         ),
+        MethodError::Throttled {
+            detail,
+            retry_after,
+        } => tracing::info!(
+            method,
+            challenge_id = challenge_id.as_ref().map(tracing::field::display),
+            reason = %Loggable(detail),
+            retry_after,
+            "payment deferred by the server's limits"
+        ),
         MethodError::Config(cause) => tracing::error!(
             method,
             challenge_id = challenge_id.as_ref().map(tracing::field::display),

@@ -39,6 +39,8 @@ pub struct Refusal {
     reason: RefusalReason,
     detail: Detail,
     challenges: Vec<Challenge>,
+    /// Seconds, for the 503s.
+    retry_after: u32,
 }
 
 /// A refusal's public text: fixed, written for this request, or shared with the offer that
@@ -96,6 +98,7 @@ impl Refusal {
             reason: RefusalReason::Problem(problem),
             detail,
             challenges,
+            retry_after: 0,
         }
     }
 
@@ -105,6 +108,7 @@ impl Refusal {
             reason: RefusalReason::Unavailable,
             detail: UNAVAILABLE_DETAIL.into(),
             challenges: Vec::new(),
+            retry_after: 1,
         }
     }
 
@@ -115,6 +119,18 @@ impl Refusal {
             reason: RefusalReason::Unavailable,
             detail: PENDING_DETAIL.into(),
             challenges: Vec::new(),
+            retry_after: 1,
+        }
+    }
+
+    /// The server's own limits defer the payment (503): `detail` is for the payer, and a
+    /// retry after `retry_after` seconds can succeed.
+    pub fn throttled(detail: impl Into<Cow<'static, str>>, retry_after: u32) -> Self {
+        Self {
+            reason: RefusalReason::Unavailable,
+            detail: Detail::Text(detail.into()),
+            challenges: Vec::new(),
+            retry_after: retry_after.max(1),
         }
     }
 
@@ -124,6 +140,7 @@ impl Refusal {
             reason: RefusalReason::Misconfigured,
             detail: MISCONFIGURED_DETAIL.into(),
             challenges: Vec::new(),
+            retry_after: 0,
         }
     }
 
@@ -135,6 +152,10 @@ impl Refusal {
             }
             MethodError::Unavailable(_) => Self::unavailable(),
             MethodError::Pending(_) => Self::pending(),
+            MethodError::Throttled {
+                detail,
+                retry_after,
+            } => Self::throttled(detail.clone(), *retry_after),
             MethodError::Config(_) => Self::misconfigured(),
         }
     }
@@ -174,7 +195,7 @@ impl Refusal {
     /// Seconds after which a retry makes sense, for refusals that are worth retrying as they
     /// are (503).
     pub fn retry_after(&self) -> Option<u32> {
-        matches!(self.reason, RefusalReason::Unavailable).then_some(1)
+        matches!(self.reason, RefusalReason::Unavailable).then_some(self.retry_after)
     }
 
     /// The RFC 9457 problem, with the id of the first fresh challenge.

@@ -46,6 +46,20 @@ pub enum ChargeError {
     /// background resolver) settles it once, when it is mined.
     #[error("payment outcome not known yet: {0}")]
     Pending(String),
+    /// The server's own limits defer the payment (sponsored fees spent for the period,
+    /// another sponsored payment of the same account settling): 503 with `Retry-After`;
+    /// nothing was charged. `detail` is written for the payer.
+    #[error("payment deferred: {detail}")]
+    Deferred {
+        /// What the payer is told.
+        detail: String,
+        /// Seconds after which a retry can succeed.
+        retry_after: u32,
+    },
+    /// The fee payer cannot pay for a sponsored transaction (its fee-token balance is short):
+    /// the operator's fault, 503 and logged, never the payer's 402.
+    #[error("fee payer cannot pay: {0}")]
+    FeePayer(String),
     /// The replay store failed (503).
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -78,6 +92,8 @@ impl ChargeError {
             Self::NodeUnavailable(_)
             | Self::Timeout(_)
             | Self::Pending(_)
+            | Self::Deferred { .. }
+            | Self::FeePayer(_)
             | Self::Store(_)
             | Self::Config(_) => None,
         }
@@ -107,6 +123,13 @@ impl From<ChargeError> for MethodError {
         match (e.problem(), &e) {
             (Some(problem), _) => MethodError::rejected(problem, e.to_string()),
             (None, ChargeError::Pending(_)) => MethodError::pending(e),
+            (
+                None,
+                ChargeError::Deferred {
+                    detail,
+                    retry_after,
+                },
+            ) => MethodError::throttled(detail.clone(), *retry_after),
             // A configuration fault found at run time is the operator's: 500, logged.
             (None, ChargeError::Config(_)) => MethodError::config(e),
             (None, _) => MethodError::unavailable(e),

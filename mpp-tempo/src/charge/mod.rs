@@ -31,7 +31,7 @@ pub use request::{
     ChargeMode, ExpectedTransfer, MAX_SPLITS, MethodDetails, RequestError, Split,
     TempoChargeRequest,
 };
-pub use sponsor::{Sponsor, SponsorPolicy};
+pub use sponsor::{Sponsor, SponsorBudget, SponsorPolicy};
 pub use verify::{ChargeContext, ChargeKind, MAX_PULL_VALIDITY, SettledCharge};
 
 pub(crate) use settle::resolve_pending;

@@ -27,6 +27,7 @@ use tempo_alloy::rpc::TempoTransactionReceipt;
 use time::OffsetDateTime;
 
 use super::logs::transfers_from_logs;
+use super::sponsor::{SponsorHold, SponsoredSend, refusal_cause};
 use super::transfers::match_transfers;
 use super::{ChargeError, ExpectedTransfer};
 use crate::chain::{ChainClient, ChainError};
@@ -95,6 +96,8 @@ pub(crate) struct Broadcast {
     pub(crate) valid_before: u64,
     pub(crate) terms: ReceiptTerms,
     pub(crate) timeout: Duration,
+    /// `Some` when the server pays the fee.
+    pub(crate) sponsored: Option<SponsoredSend>,
 }
 
 /// A verified Tempo charge held in the store until the gate settles it.
@@ -155,9 +158,30 @@ impl TempoSettlement {
 
     /// charge.md §6a.6-8: marks the claim pending, sends, and learns the outcome.
     async fn send(&mut self, broadcast: Broadcast) -> Result<(), ChargeError> {
+        let hold = match &broadcast.sponsored {
+            Some(sponsored) => Some(
+                SponsorHold::take(
+                    self.store.clone(),
+                    &broadcast.chain,
+                    sponsored,
+                    broadcast.sender,
+                    &self.key,
+                    broadcast.valid_before,
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let pending_until = unix_time(broadcast.valid_before) + CLAIM_MARGIN;
-        self.advance(ClaimState::Held, ClaimState::Pending, pending_until)
-            .await?;
+        if let Err(e) = self
+            .advance(ClaimState::Held, ClaimState::Pending, pending_until)
+            .await
+        {
+            if let Some(hold) = hold {
+                hold.end(&Outcome::Expired).await;
+            }
+            return Err(e);
+        }
         let sent = broadcast
             .chain
             .send_raw_sync(&broadcast.raw, broadcast.timeout)
@@ -171,6 +195,9 @@ impl TempoSettlement {
                 wait_for_outcome(&broadcast.chain, broadcast.hash, broadcast.valid_before).await
             }
         };
+        if let Some(hold) = hold {
+            hold.end(&outcome).await;
+        }
         match outcome {
             Outcome::Mined(receipt) => {
                 let checked = broadcast
@@ -211,9 +238,15 @@ impl TempoSettlement {
             }
             Outcome::Refused(reason) => {
                 self.release(ClaimState::Pending).await;
-                Err(ChargeError::failed(format!(
-                    "the node refused the transaction: {reason}"
-                )))
+                let reason = format!("the node refused the transaction: {reason}");
+                Err(match &broadcast.sponsored {
+                    // The fee payer's part may be what the node refused.
+                    Some(s) => {
+                        refusal_cause(&broadcast.chain, s.fee_payer, s.fee_token, &s.tx, reason)
+                            .await
+                    }
+                    None => ChargeError::failed(reason),
+                })
             }
             Outcome::Expired => {
                 self.release(ClaimState::Pending).await;

@@ -1,16 +1,22 @@
 //! Fee sponsorship (charge.md §5, §6a.5): the rules a `0x78` envelope must meet before the
 //! server pays its gas, and the co-signature that turns it into a broadcastable `0x76`.
 
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use alloy::primitives::Address;
+use alloy::network::ReceiptResponse;
+use alloy::primitives::{Address, U256};
 use alloy::signers::SignerSync;
 use alloy::signers::local::PrivateKeySigner;
-use tempo_primitives::transaction::{AASigned, TEMPO_EXPIRING_NONCE_KEY};
+use tempo_primitives::transaction::{AASigned, TEMPO_EXPIRING_NONCE_KEY, TempoTransaction};
 use time::OffsetDateTime;
 
 use super::ChargeError;
 use super::envelope::FeePayerEnvelope;
+use super::settle::{CLAIM_MARGIN, Outcome, release, unix_time};
+use crate::chain::{ChainClient, ChainError};
+use crate::chains::TempoChain;
+use crate::store::{Claim, ClaimState, FeeSpend, NewClaim, ReplayStore};
 use crate::tokens::PATH_USD;
 
 /// Limits a sponsored transaction must respect (defaults: the SDKs').
@@ -20,8 +26,9 @@ pub struct SponsorPolicy {
     pub max_gas_limit: u64,
     /// Highest `maxFeePerGas` (attodollars per gas).
     pub max_fee_per_gas: u128,
-    /// Highest `maxPriorityFeePerGas`.
-    pub max_priority_fee_per_gas: u128,
+    /// Highest `maxPriorityFeePerGas`; `None`: the chain's cap
+    /// ([`SponsorPolicy::priority_fee_cap`]: 50 gwei on Moderato, 10 gwei elsewhere).
+    pub max_priority_fee_per_gas: Option<u128>,
     /// Highest `gasLimit × maxFeePerGas`.
     pub max_fee_budget: u128,
     /// Longest `validBefore − now`.
@@ -32,6 +39,39 @@ pub struct SponsorPolicy {
     pub fee_tokens: Vec<Address>,
     /// The fee token used when the client leaves it empty (the usual case).
     pub default_fee_token: Address,
+    /// What the fee payer may spend per sender and in total, per time window.
+    pub budget: SponsorBudget,
+}
+
+/// Caps on sponsored fees over time, in attodollars (the unit of `gasLimit × maxFeePerGas`;
+/// 10^18 is one dollar of fee token). Each sponsored transaction counts its most
+/// (`gasLimit × maxFeePerGas`) before it is sent, and what it really cost once mined; one
+/// that was never mined counts nothing. The spend is kept in the replay store, so the caps
+/// hold across every instance sharing it.
+///
+/// Past a cap, sponsored payments are deferred (503 with `Retry-After` until the window
+/// ends): a payer cannot make the fee payer spend without bound, even with transactions
+/// that revert.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SponsorBudget {
+    /// The length of a window (windows are aligned to multiples of it since the epoch).
+    pub window: Duration,
+    /// Most one sender's sponsored transactions may cost in a window.
+    pub per_sender: u128,
+    /// Most all sponsored transactions may cost in a window.
+    pub total: u128,
+}
+
+impl Default for SponsorBudget {
+    /// One hour; one dollar per sender (hundreds of payments at typical fees) and a
+    /// hundred dollars in total.
+    fn default() -> Self {
+        Self {
+            window: Duration::from_secs(3600),
+            per_sender: 1_000_000_000_000_000_000,
+            total: 100_000_000_000_000_000_000,
+        }
+    }
 }
 
 impl Default for SponsorPolicy {
@@ -39,13 +79,28 @@ impl Default for SponsorPolicy {
         Self {
             max_gas_limit: 2_000_000,
             max_fee_per_gas: 100_000_000_000,
-            max_priority_fee_per_gas: 10_000_000_000,
+            max_priority_fee_per_gas: None,
             max_fee_budget: 50_000_000_000_000_000,
             max_validity: Duration::from_secs(900),
             expiry_grace: Duration::from_secs(60),
             fee_tokens: vec![PATH_USD],
             default_fee_token: PATH_USD,
+            budget: SponsorBudget::default(),
         }
+    }
+}
+
+impl SponsorPolicy {
+    /// The highest `maxPriorityFeePerGas` sponsored on `chain_id`: the configured one, else
+    /// the chain's (charge.md §6a.5: 50 gwei on Moderato, 10 gwei elsewhere).
+    pub fn priority_fee_cap(&self, chain_id: u64) -> u128 {
+        const GWEI: u128 = 1_000_000_000;
+        self.max_priority_fee_per_gas
+            .unwrap_or(if chain_id == TempoChain::Moderato.chain_id() {
+                50 * GWEI
+            } else {
+                10 * GWEI
+            })
     }
 }
 
@@ -124,10 +179,15 @@ impl Sponsor {
                 tx.max_fee_per_gas, p.max_fee_per_gas
             ));
         }
-        if tx.max_priority_fee_per_gas > p.max_priority_fee_per_gas
+        let priority_cap = p.priority_fee_cap(tx.chain_id);
+        if tx.max_priority_fee_per_gas > priority_cap
             || tx.max_priority_fee_per_gas > tx.max_fee_per_gas
         {
-            return refuse("maxPriorityFeePerGas too high".into());
+            return refuse(format!(
+                "maxPriorityFeePerGas {} above {}",
+                tx.max_priority_fee_per_gas,
+                priority_cap.min(tx.max_fee_per_gas)
+            ));
         }
         if u128::from(tx.gas_limit).saturating_mul(tx.max_fee_per_gas) > p.max_fee_budget {
             return refuse(format!(
@@ -165,4 +225,220 @@ impl Sponsor {
 
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
+}
+
+/// Fee-token base units (6 decimals) of a fee in attodollars (18), rounded up.
+pub(crate) fn fee_units(attodollars: u128) -> u64 {
+    const PER_UNIT: u128 = 1_000_000_000_000;
+    u64::try_from(attodollars.div_ceil(PER_UNIT)).unwrap_or(u64::MAX)
+}
+
+/// Why a sponsored transaction was refused: the fee payer's fault when its fee-token balance
+/// cannot cover the transaction's most (503, the operator's), else the payer's.
+pub(crate) async fn refusal_cause(
+    chain: &ChainClient,
+    fee_payer: Address,
+    fee_token: Address,
+    tx: &TempoTransaction,
+    reason: String,
+) -> ChargeError {
+    let most = fee_units(u128::from(tx.gas_limit).saturating_mul(tx.max_fee_per_gas));
+    match chain.token_balance(fee_token, fee_payer).await {
+        Ok(balance) if balance < U256::from(most) => ChargeError::FeePayer(format!(
+            "the fee payer {fee_payer} holds {balance} of fee token {fee_token}, \
+             below the {most} this transaction may cost ({reason})"
+        )),
+        Ok(_) => ChargeError::failed(format!("the transaction would fail: {reason}")),
+        Err(e) => e.into(),
+    }
+}
+
+/// What a sponsored broadcast needs beyond a plain one: who pays, with what, the very
+/// transaction (to estimate it again just before it is sent), and the budget.
+pub(crate) struct SponsoredSend {
+    pub(crate) fee_payer: Address,
+    pub(crate) fee_token: Address,
+    pub(crate) tx: TempoTransaction,
+    pub(crate) budget: SponsorBudget,
+}
+
+/// How long a sponsored settlement waits for another one of the same sender to finish.
+const SENDER_WAIT: Duration = Duration::from_secs(10);
+/// How often it looks.
+const SENDER_POLL: Duration = Duration::from_millis(25);
+
+/// A sponsored transaction about to be sent: the sender's turn (one sponsored settlement
+/// per sender at a time, across every instance sharing the store) and its fee counted
+/// against the budgets.
+///
+/// Serializing per sender is what lets the estimate that runs inside the turn see the
+/// sender's balance after the previous transaction: of concurrent payments from an account
+/// that can pay once, one is sent and the others are refused before the fee payer signs
+/// anything away.
+pub(crate) struct SponsorHold {
+    store: Arc<dyn ReplayStore>,
+    turn_key: String,
+    owner: String,
+    scopes: [(String, u64); 2],
+    window_start: i64,
+    window_end: OffsetDateTime,
+    reserved: u64,
+}
+
+impl SponsorHold {
+    /// Takes the sender's turn, estimates the transaction again, and counts its most against
+    /// the budgets. `owner` is the transaction's claim key; the turn lasts at most until the
+    /// transaction cannot be mined (`valid_before`), so a crash frees it by then.
+    pub(crate) async fn take(
+        store: Arc<dyn ReplayStore>,
+        chain: &ChainClient,
+        sponsored: &SponsoredSend,
+        sender: Address,
+        owner: &str,
+        valid_before: u64,
+    ) -> Result<Self, ChargeError> {
+        let turn_key = format!("sponsor-turn:{sender:#x}");
+        let claim = || NewClaim {
+            key: &turn_key,
+            owner,
+            state: ClaimState::Held,
+            expires_at: unix_time(valid_before) + CLAIM_MARGIN,
+            valid_before: Some(valid_before),
+        };
+        let waited = Instant::now();
+        while let Claim::Existing(_) = store.claim(claim()).await? {
+            if waited.elapsed() >= SENDER_WAIT {
+                return Err(ChargeError::Deferred {
+                    detail: "Another sponsored payment from this account is being settled; \
+                             nothing was charged. Retry shortly."
+                        .into(),
+                    retry_after: 1,
+                });
+            }
+            tokio::time::sleep(SENDER_POLL).await;
+        }
+        let mut hold = Self {
+            store,
+            turn_key,
+            owner: owner.to_owned(),
+            scopes: [(format!("sender:{sender:#x}"), 0), ("total".to_owned(), 0)],
+            window_start: 0,
+            window_end: OffsetDateTime::UNIX_EPOCH,
+            reserved: 0,
+        };
+        match hold.admit(chain, sponsored, sender).await {
+            Ok(()) => Ok(hold),
+            Err(e) => {
+                hold.release_turn().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn admit(
+        &mut self,
+        chain: &ChainClient,
+        sponsored: &SponsoredSend,
+        sender: Address,
+    ) -> Result<(), ChargeError> {
+        let tx = &sponsored.tx;
+        // Inside the turn, the estimate sees what the sender's earlier payments left.
+        match chain
+            .estimate_gas(sender, tx, Some(sponsored.fee_payer))
+            .await
+        {
+            Ok(needed) if tx.gas_limit >= needed => {}
+            Ok(needed) => {
+                return Err(ChargeError::failed(format!(
+                    "sponsor policy: gas limit {} is below the {needed} the transaction needs",
+                    tx.gas_limit
+                )));
+            }
+            Err(ChainError::Refused(reason)) => {
+                return Err(refusal_cause(
+                    chain,
+                    sponsored.fee_payer,
+                    sponsored.fee_token,
+                    tx,
+                    reason,
+                )
+                .await);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let budget = &sponsored.budget;
+        let window = i64::try_from(budget.window.as_secs().max(1)).unwrap_or(i64::MAX);
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        self.window_start = now - now.rem_euclid(window);
+        self.window_end = OffsetDateTime::from_unix_timestamp(self.window_start + window)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        self.scopes[0].1 = fee_units(budget.per_sender);
+        self.scopes[1].1 = fee_units(budget.total);
+        self.reserved = fee_units(u128::from(tx.gas_limit).saturating_mul(tx.max_fee_per_gas));
+        let scopes = self.scope_refs();
+        let spend = FeeSpend {
+            scopes: &scopes,
+            window_start: self.window_start,
+            window_end: self.window_end,
+            amount: self.reserved,
+        };
+        if self.store.spend(spend).await? {
+            return Ok(());
+        }
+        let retry_after = u32::try_from(self.window_start + window - now).unwrap_or(u32::MAX);
+        tracing::warn!(%sender, reserved = self.reserved, retry_after, "sponsored fee budget spent for this window");
+        Err(ChargeError::Deferred {
+            detail: format!(
+                "Fee sponsorship is at its limit for now; nothing was charged. Retry in \
+                 {retry_after} s, or pay the fee yourself if the server offers it."
+            ),
+            retry_after,
+        })
+    }
+
+    fn scope_refs(&self) -> [(&str, u64); 2] {
+        [
+            (self.scopes[0].0.as_str(), self.scopes[0].1),
+            (self.scopes[1].0.as_str(), self.scopes[1].1),
+        ]
+    }
+
+    /// Ends the hold with the transaction's outcome: the budgets keep what it really cost
+    /// (nothing if it was never mined), and the sender's turn passes on. An unknown outcome
+    /// keeps both until the transaction can no longer be mined.
+    pub(crate) async fn end(self, outcome: &Outcome) {
+        let refund = match outcome {
+            Outcome::Mined(receipt) => {
+                let cost =
+                    u128::from(receipt.gas_used()).saturating_mul(receipt.effective_gas_price());
+                self.reserved.saturating_sub(fee_units(cost))
+            }
+            Outcome::Refused(_) | Outcome::Expired => self.reserved,
+            Outcome::Unknown(_) => return,
+        };
+        if refund > 0 {
+            let scopes = self.scope_refs();
+            let spend = FeeSpend {
+                scopes: &scopes,
+                window_start: self.window_start,
+                window_end: self.window_end,
+                amount: self.reserved,
+            };
+            if let Err(e) = self.store.refund(spend, refund).await {
+                // The budget counts more than was spent until its window ends: safe.
+                tracing::warn!(reason = %e, "could not return unspent sponsored fees to the budget");
+            }
+        }
+        self.release_turn().await;
+    }
+
+    async fn release_turn(&self) {
+        release(
+            self.store.as_ref(),
+            &self.turn_key,
+            &self.owner,
+            ClaimState::Held,
+        )
+        .await;
+    }
 }

@@ -26,6 +26,7 @@ use super::settle::{
     Broadcast, CLAIM_MARGIN, Outcome, ReceiptTerms, TempoSettlement, release, unix_time,
     wait_for_outcome,
 };
+use super::sponsor::{SponsoredSend, refusal_cause};
 use super::{ChargeError, ChargeMode, ChargePayload, Sponsor, TempoChargeRequest};
 use crate::chain::{ChainClient, ChainError};
 use crate::challenge::ChallengeView;
@@ -224,6 +225,7 @@ impl Charge<'_> {
         check_pull_calls(&decoded, self.request, &self.terms.expected, self.challenge)?;
 
         let sender = decoded.sender;
+        let mut fee_token = None;
         let (final_tx, kind): (AASigned, ChargeKind) = match decoded.tx {
             PullTransaction::Signed(signed) => (signed, ChargeKind::Transaction),
             PullTransaction::Sponsored(envelope) => {
@@ -235,9 +237,10 @@ impl Charge<'_> {
                 let Some(sponsor) = self.verifier.sponsor else {
                     return Err(ChargeError::failed("this server does not sponsor fees"));
                 };
-                let fee_token = sponsor.check(&envelope, self.now, self.challenge.expires)?;
+                let token = sponsor.check(&envelope, self.now, self.challenge.expires)?;
+                fee_token = Some(token);
                 (
-                    sponsor.co_sign(&envelope, fee_token)?,
+                    sponsor.co_sign(&envelope, token)?,
                     ChargeKind::SponsoredTransaction,
                 )
             }
@@ -282,27 +285,35 @@ impl Charge<'_> {
         }
         // A sponsored transaction that runs out of gas is paid for by the fee payer: its gas
         // limit must cover what the very transaction needs, from its sender.
-        if let (ChargeKind::SponsoredTransaction, Some(sponsor)) = (kind, self.verifier.sponsor) {
-            let needed = self
-                .verifier
-                .chain
-                .estimate_gas(sender, final_tx.tx(), Some(sponsor.address()))
+        // Estimated again inside the sender's turn just before it is sent (SponsorHold).
+        let mut sponsored = None;
+        if let (Some(sponsor), Some(fee_token)) = (self.verifier.sponsor, fee_token) {
+            let chain = &self.verifier.chain;
+            let tx = final_tx.tx();
+            let needed = chain
+                .estimate_gas(sender, tx, Some(sponsor.address()))
                 .await;
             let refusal = match needed {
-                Ok(needed) if final_tx.tx().gas_limit >= needed => None,
+                Ok(needed) if tx.gas_limit >= needed => None,
                 Ok(needed) => Some(ChargeError::failed(format!(
                     "sponsor policy: gas limit {} is below the {needed} the transaction needs",
-                    final_tx.tx().gas_limit
+                    tx.gas_limit
                 ))),
-                Err(ChainError::Refused(reason)) => Some(ChargeError::failed(format!(
-                    "the transaction would fail: {reason}"
-                ))),
+                Err(ChainError::Refused(reason)) => {
+                    Some(refusal_cause(chain, sponsor.address(), fee_token, tx, reason).await)
+                }
                 Err(other) => Some(other.into()),
             };
             if let Some(refusal) = refusal {
                 release(self.verifier.store.as_ref(), &key, &owner, ClaimState::Held).await;
                 return Err(refusal);
             }
+            sponsored = Some(SponsoredSend {
+                fee_payer: sponsor.address(),
+                fee_token,
+                tx: tx.clone(),
+                budget: sponsor.policy().budget.clone(),
+            });
         }
         let mut settlement = self.settlement(key, owner, ClaimState::Held);
         settlement.broadcast = Some(Broadcast {
@@ -313,6 +324,7 @@ impl Charge<'_> {
             valid_before,
             terms: self.terms.clone(),
             timeout: self.verifier.broadcast_timeout,
+            sponsored,
         });
         Ok((settled, settlement))
     }

@@ -7,7 +7,8 @@ use mpp_core::BoxFuture;
 use time::OffsetDateTime;
 
 use super::{
-    Claim, ClaimRecord, ClaimState, NewClaim, ReplayStore, StoreError, now_unix_ms, unix_ms_ceil,
+    Claim, ClaimRecord, ClaimState, FeeSpend, NewClaim, ReplayStore, StoreError, now_unix_ms,
+    unix_ms_ceil,
 };
 
 /// How many claims may pass between two sweeps of expired keys.
@@ -46,16 +47,19 @@ struct Row {
 #[derive(Debug)]
 struct Inner {
     keys: HashMap<String, Row>,
+    /// Sponsored spend per (scope, window start): amount, and the window's end (unix ms).
+    spent: HashMap<(String, i64), (u64, i64)>,
     capacity: usize,
     claims_since_purge: usize,
 }
 
 impl Inner {
     fn sweep(&mut self, now: i64) -> usize {
-        let before = self.keys.len();
+        let before = self.keys.len() + self.spent.len();
         self.keys.retain(|_, row| row.expires_at > now);
+        self.spent.retain(|_, (_, ends)| *ends > now);
         self.claims_since_purge = 0;
-        before - self.keys.len()
+        before - self.keys.len() - self.spent.len()
     }
 
     fn live(&self, key: &str, now: i64) -> Option<&Row> {
@@ -74,6 +78,7 @@ impl MemoryStore {
         Self {
             inner: Arc::new(Mutex::new(Inner {
                 keys: HashMap::new(),
+                spent: HashMap::new(),
                 capacity,
                 claims_since_purge: 0,
             })),
@@ -200,6 +205,46 @@ impl ReplayStore for MemoryStore {
             found.sort_by_key(|r| r.valid_before);
             found.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
             Ok(found)
+        })
+    }
+
+    fn spend<'a>(&'a self, spend: FeeSpend<'a>) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let mut inner = self.lock();
+            let fits = spend.scopes.iter().all(|&(scope, cap)| {
+                let spent = inner
+                    .spent
+                    .get(&(scope.to_owned(), spend.window_start))
+                    .map_or(0, |(spent, _)| *spent);
+                spent.checked_add(spend.amount).is_some_and(|s| s <= cap)
+            });
+            if fits {
+                let ends = unix_ms_ceil(spend.window_end);
+                for &(scope, _) in spend.scopes {
+                    let entry = inner
+                        .spent
+                        .entry((scope.to_owned(), spend.window_start))
+                        .or_insert((0, ends));
+                    entry.0 += spend.amount;
+                }
+            }
+            Ok(fits)
+        })
+    }
+
+    fn refund<'a>(
+        &'a self,
+        spend: FeeSpend<'a>,
+        amount: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut inner = self.lock();
+            for &(scope, _) in spend.scopes {
+                if let Some(entry) = inner.spent.get_mut(&(scope.to_owned(), spend.window_start)) {
+                    entry.0 = entry.0.saturating_sub(amount);
+                }
+            }
+            Ok(())
         })
     }
 

@@ -156,12 +156,27 @@ impl From<sqlx::migrate::MigrateError> for StoreError {
     }
 }
 
+/// A sponsored fee counted against the fee payer's budgets: `amount` is added to the spend of
+/// every scope in the window that starts at `window_start`, for all scopes or none.
+#[derive(Debug, Clone, Copy)]
+pub struct FeeSpend<'a> {
+    /// Each scope (`"total"`, `"sender:0x…"`) with its cap for the window.
+    pub scopes: &'a [(&'a str, u64)],
+    /// Unix seconds.
+    pub window_start: i64,
+    /// When the window ends (its rows are purged after).
+    pub window_end: OffsetDateTime,
+    /// Fee-token base units.
+    pub amount: u64,
+}
+
 /// Single-use payment keys (transaction hashes, proofs) with the state of each payment,
 /// claimed and moved atomically.
 ///
 /// Every operation is one atomic statement in the database: of concurrent claims of one key
 /// exactly one wins, and a move from one state to another happens only from the state the
-/// caller names, only for the owner that holds it.
+/// caller names, only for the owner that holds it. The same store counts the fee payer's
+/// sponsored spend ([`ReplayStore::spend`]).
 pub trait ReplayStore: Send + Sync + 'static {
     /// Atomically claims `claim.key` unless a live (unexpired) claim holds it, which is then
     /// returned as [`Claim::Existing`].
@@ -195,7 +210,18 @@ pub trait ReplayStore: Send + Sync + 'static {
         limit: u32,
     ) -> BoxFuture<'a, Result<Vec<ClaimRecord>, StoreError>>;
 
-    /// Deletes expired claims; returns how many.
+    /// Adds `spend.amount` to the spend of each of its scopes in its window, unless that
+    /// would pass any scope's cap: all scopes or none, atomically. `false` when refused.
+    fn spend<'a>(&'a self, spend: FeeSpend<'a>) -> BoxFuture<'a, Result<bool, StoreError>>;
+
+    /// Gives `amount` of an earlier `spend` back to each of its scopes (never below zero).
+    fn refund<'a>(
+        &'a self,
+        spend: FeeSpend<'a>,
+        amount: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>>;
+
+    /// Deletes expired claims and ended spend windows; returns how many rows.
     fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
@@ -232,6 +258,18 @@ impl<T: ReplayStore + ?Sized> ReplayStore for Arc<T> {
         (**self).in_state(state, limit)
     }
 
+    fn spend<'a>(&'a self, spend: FeeSpend<'a>) -> BoxFuture<'a, Result<bool, StoreError>> {
+        (**self).spend(spend)
+    }
+
+    fn refund<'a>(
+        &'a self,
+        spend: FeeSpend<'a>,
+        amount: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        (**self).refund(spend, amount)
+    }
+
     fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         (**self).purge_expired()
     }
@@ -252,6 +290,34 @@ pub(crate) fn unix_ms_ceil(t: OffsetDateTime) -> i64 {
 pub(crate) fn now_unix_ms() -> i64 {
     let nanos = OffsetDateTime::now_utc().unix_timestamp_nanos();
     i64::try_from(nanos.div_euclid(1_000_000)).unwrap_or(i64::MAX)
+}
+
+/// An `idempotent_responses` row: credential, status (none while in flight), headers, body.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) type StoredRow = (String, Option<i32>, Option<Vec<u8>>, Option<Vec<u8>>);
+
+/// What a live `idempotent_responses` row means to a request paid with `credential`.
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+pub(crate) fn stored_begin(
+    credential: &str,
+    (stored_credential, status, headers, body): StoredRow,
+) -> Result<mpp_core::idempotency::Begin, StoreError> {
+    use mpp_core::idempotency::{Begin, StoredResponse};
+    if stored_credential != credential {
+        return Ok(Begin::OtherCredential);
+    }
+    let Some(status) = status else {
+        return Ok(Begin::InFlight);
+    };
+    let status = u16::try_from(status)
+        .map_err(|_| StoreError::new(format!("stored response status {status}")))?;
+    let headers = StoredResponse::decode_headers(headers.as_deref().unwrap_or_default())
+        .ok_or_else(|| StoreError::new("stored response headers are corrupt"))?;
+    Ok(Begin::Replay(StoredResponse {
+        status,
+        headers,
+        body: body.unwrap_or_default(),
+    }))
 }
 
 #[cfg(any(feature = "sqlite", feature = "postgres"))]

@@ -12,14 +12,15 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use mpp_core::BoxFuture;
+use mpp_core::idempotency::{Begin, IdempotencyError, IdempotencyStore, StoredResponse};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use time::OffsetDateTime;
 
 use super::{
-    CLAIM_ATTEMPTS, Claim, ClaimRecord, ClaimState, DEFAULT_OPERATION_TIMEOUT, NewClaim,
-    ReplayStore, StoreError, now_unix_ms, one_row, record, unix_ms_ceil, with_deadline,
-    with_own_table,
+    CLAIM_ATTEMPTS, Claim, ClaimRecord, ClaimState, DEFAULT_OPERATION_TIMEOUT, FeeSpend, NewClaim,
+    ReplayStore, StoreError, StoredRow, now_unix_ms, one_row, record, stored_begin, unix_ms_ceil,
+    with_deadline, with_own_table,
 };
 
 /// The Postgres schema (`mpp-tempo/migrations/postgres`), tracked in
@@ -48,6 +49,25 @@ const RELEASE_SQL: &str = "DELETE FROM replay_keys WHERE key = $1 AND owner = $2
 const IN_STATE_SQL: &str = "SELECT key, owner, state, valid_before FROM replay_keys \
      WHERE state = $1 AND expires_at > $2 ORDER BY valid_before LIMIT $3";
 const PURGE_SQL: &str = "DELETE FROM replay_keys WHERE expires_at <= $1";
+const SPEND_SQL: &str = "INSERT INTO sponsor_spend (scope, window_start, spent, expires_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (scope, window_start) \
+     DO UPDATE SET spent = sponsor_spend.spent + excluded.spent \
+     WHERE sponsor_spend.spent + excluded.spent <= $5";
+const REFUND_SQL: &str = "UPDATE sponsor_spend SET spent = GREATEST(spent - $3, 0) \
+     WHERE scope = $1 AND window_start = $2";
+const PURGE_SPEND_SQL: &str = "DELETE FROM sponsor_spend WHERE expires_at <= $1";
+const BEGIN_SQL: &str = "INSERT INTO idempotent_responses (key, credential, owner, expires_at) \
+     VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE \
+     SET credential = excluded.credential, owner = excluded.owner, status = NULL, \
+     headers = NULL, body = NULL, expires_at = excluded.expires_at \
+     WHERE idempotent_responses.expires_at <= $5";
+const READ_RESPONSE_SQL: &str = "SELECT credential, status, headers, body FROM idempotent_responses \
+     WHERE key = $1 AND expires_at > $2";
+const COMPLETE_SQL: &str = "UPDATE idempotent_responses SET status = $3, headers = $4, body = $5, \
+     expires_at = $6 WHERE key = $1 AND owner = $2 AND status IS NULL";
+const ABANDON_SQL: &str =
+    "DELETE FROM idempotent_responses WHERE key = $1 AND owner = $2 AND status IS NULL";
+const PURGE_RESPONSES_SQL: &str = "DELETE FROM idempotent_responses WHERE expires_at <= $1";
 
 /// A [`ReplayStore`] in a Postgres database.
 ///
@@ -252,14 +272,159 @@ impl ReplayStore for PgStore {
         }))
     }
 
+    fn spend<'a>(&'a self, spend: FeeSpend<'a>) -> BoxFuture<'a, Result<bool, StoreError>> {
+        Box::pin(with_deadline(self.timeout, "Postgres spend", async move {
+            let amount = i64::try_from(spend.amount).unwrap_or(i64::MAX);
+            // One transaction: a scope over its cap undoes the others.
+            let mut tx = self.pool.begin().await?;
+            for &(scope, cap) in spend.scopes {
+                let cap = i64::try_from(cap).unwrap_or(i64::MAX);
+                // The insert of a window's first spend has no condition: checked here.
+                let done = if amount > cap {
+                    0
+                } else {
+                    sqlx::query(SPEND_SQL)
+                        .bind(scope)
+                        .bind(spend.window_start)
+                        .bind(amount)
+                        .bind(unix_ms_ceil(spend.window_end))
+                        .bind(cap)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                };
+                if !one_row(done, "sponsor spend")? {
+                    tx.rollback().await?;
+                    tracing::debug!(scope, amount, "Postgres sponsor spend refused");
+                    return Ok(false);
+                }
+            }
+            tx.commit().await?;
+            Ok(true)
+        }))
+    }
+
+    fn refund<'a>(
+        &'a self,
+        spend: FeeSpend<'a>,
+        amount: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(with_deadline(self.timeout, "Postgres refund", async move {
+            let amount = i64::try_from(amount).unwrap_or(i64::MAX);
+            let mut tx = self.pool.begin().await?;
+            for &(scope, _) in spend.scopes {
+                sqlx::query(REFUND_SQL)
+                    .bind(scope)
+                    .bind(spend.window_start)
+                    .bind(amount)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        }))
+    }
+
     fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
         Box::pin(with_deadline(self.timeout, "Postgres purge", async {
-            let done = sqlx::query(PURGE_SQL)
-                .bind(now_unix_ms())
-                .execute(&self.pool)
-                .await?;
-            Ok(done.rows_affected())
+            let now = now_unix_ms();
+            let mut purged = 0;
+            for sql in [PURGE_SQL, PURGE_SPEND_SQL, PURGE_RESPONSES_SQL] {
+                purged += sqlx::query(sql)
+                    .bind(now)
+                    .execute(&self.pool)
+                    .await?
+                    .rows_affected();
+            }
+            Ok(purged)
         }))
+    }
+}
+
+impl IdempotencyStore for PgStore {
+    fn begin<'a>(
+        &'a self,
+        key: &'a str,
+        credential: &'a str,
+        owner: &'a str,
+        expires_at: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<Begin, IdempotencyError>> {
+        Box::pin(async move {
+            with_deadline(self.timeout, "Postgres idempotency begin", async move {
+                for _ in 0..CLAIM_ATTEMPTS {
+                    let now = now_unix_ms();
+                    let done = sqlx::query(BEGIN_SQL)
+                        .bind(key)
+                        .bind(credential)
+                        .bind(owner)
+                        .bind(unix_ms_ceil(expires_at))
+                        .bind(now)
+                        .execute(&self.pool)
+                        .await?;
+                    if one_row(done.rows_affected(), "idempotency begin")? {
+                        return Ok(Begin::Started);
+                    }
+                    let row: Option<StoredRow> = sqlx::query_as(READ_RESPONSE_SQL)
+                        .bind(key)
+                        .bind(now)
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    if let Some(row) = row {
+                        return stored_begin(credential, row);
+                    }
+                    // Expired between the two statements: try again.
+                }
+                Err(StoreError::new(
+                    "idempotency record kept changing under contention",
+                ))
+            })
+            .await
+            .map_err(IdempotencyError::new)
+        })
+    }
+
+    fn complete<'a>(
+        &'a self,
+        key: &'a str,
+        owner: &'a str,
+        response: &'a StoredResponse,
+        expires_at: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<bool, IdempotencyError>> {
+        Box::pin(async move {
+            with_deadline(self.timeout, "Postgres idempotency complete", async move {
+                let done = sqlx::query(COMPLETE_SQL)
+                    .bind(key)
+                    .bind(owner)
+                    .bind(i32::from(response.status))
+                    .bind(response.encode_headers())
+                    .bind(response.body.as_slice())
+                    .bind(unix_ms_ceil(expires_at))
+                    .execute(&self.pool)
+                    .await?;
+                one_row(done.rows_affected(), "idempotency complete")
+            })
+            .await
+            .map_err(IdempotencyError::new)
+        })
+    }
+
+    fn abandon<'a>(
+        &'a self,
+        key: &'a str,
+        owner: &'a str,
+    ) -> BoxFuture<'a, Result<bool, IdempotencyError>> {
+        Box::pin(async move {
+            with_deadline(self.timeout, "Postgres idempotency abandon", async move {
+                let done = sqlx::query(ABANDON_SQL)
+                    .bind(key)
+                    .bind(owner)
+                    .execute(&self.pool)
+                    .await?;
+                one_row(done.rows_affected(), "idempotency abandon")
+            })
+            .await
+            .map_err(IdempotencyError::new)
+        })
     }
 }
 
