@@ -51,8 +51,9 @@ use tempo_primitives::transaction::{
 };
 use time::OffsetDateTime;
 
-use crate::chain::{ChainClient, DEFAULT_RPC_TIMEOUT, error_chain};
+use crate::chain::{ChainClient, ChainError, DEFAULT_RPC_TIMEOUT, error_chain};
 use crate::challenge::ChallengeView;
+use crate::charge::settle::{Outcome, wait_for_outcome};
 use crate::charge::{
     ChargeMode, FeePayerEnvelope, TempoChargeRequest, attribution_memo, proof_digest,
 };
@@ -103,6 +104,11 @@ pub enum ClientError {
     /// Signing failed.
     #[error("signing failed: {0}")]
     Signing(String),
+    /// The payment transaction was sent and the node stopped answering before its outcome
+    /// was known: it may still be mined until its `validBefore`. Do not pay again before
+    /// then; look the hash up.
+    #[error("payment transaction {0} sent, outcome unknown: do not pay again before it expires")]
+    Uncertain(B256),
 }
 
 /// Overrides for building a pull/push transaction. The defaults are what SDK clients do;
@@ -234,16 +240,33 @@ impl TempoPayer {
         options: &TxOptions,
     ) -> Result<(B256, bool), ClientError> {
         let (tx, signature) = self.signed_tx(challenge, req, options, false).await?;
+        let valid_before = tx.valid_before.map_or(0, |v| v.get());
         let signed = tx.into_signed(signature);
-        let receipt = tokio::time::timeout(
-            Duration::from_secs(15),
-            self.chain
-                .provider()
-                .send_raw_transaction_sync(&signed.encoded_2718()),
-        )
-        .await
-        .map_err(|_| ClientError::Node("eth_sendRawTransactionSync timed out".into()))?
-        .map_err(|e| ClientError::Node(error_chain(&e)))?;
+        let hash = *signed.hash();
+        let sent = self
+            .chain
+            .send_raw_sync(&signed.encoded_2718(), Duration::from_secs(15))
+            .await;
+        let receipt = match sent {
+            Ok(receipt) => receipt,
+            Err(ChainError::Refused(reason)) => return Err(ClientError::Node(reason)),
+            // Sent, outcome unknown (a lost answer, a timeout): paying again could pay twice,
+            // so the transaction is looked up until it is mined or can no longer be.
+            Err(e) => {
+                tracing::warn!(tx = %hash, reason = %e, "payment sent, outcome unknown; looking it up");
+                match wait_for_outcome(&self.chain, hash, valid_before).await {
+                    Outcome::Mined(receipt) => *receipt,
+                    Outcome::Refused(reason) => return Err(ClientError::Node(reason)),
+                    Outcome::Expired => {
+                        return Err(ClientError::Node(format!(
+                            "the payment transaction {hash} was not mined before its \
+                             validBefore; nothing was paid"
+                        )));
+                    }
+                    Outcome::Unknown(_) => return Err(ClientError::Uncertain(hash)),
+                }
+            }
+        };
         Ok((receipt.transaction_hash(), receipt.status()))
     }
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use alloy::primitives::{Address, U256, address};
 use alloy::signers::local::PrivateKeySigner;
 use mpp_core::expiry::{format_timestamp, parse_timestamp};
-use mpp_tempo::client::{PaymentCredential, TempoPayer, TxOptions};
+use mpp_tempo::client::{ClientError, PaymentCredential, TempoPayer, TxOptions};
 use mpp_tempo::store::{Claim, ClaimState, NewClaim, ReplayStore, SqliteStore};
 use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, RpcFaultControl, RpcFaultProxy, tokens};
 use mpp_tempo::{ChallengeView, ChargeContext, ChargeError, SettledCharge, Tempo};
@@ -269,4 +269,43 @@ async fn a_payment_pending_at_a_crash_is_settled_after_the_restart_and_served_on
     assert_eq!(env.recipient_balance().await - before, U256::from(PRICE));
     assert!(pay(&tempo, &ch, &cred).await.unwrap_err().is_payer_fault());
     drop(env.dir);
+}
+
+/// A push payer whose send answer is lost does not treat it as a failure (and pay again): it
+/// looks the transaction up, learns it was mined, and presents its hash; one whose
+/// transaction never reached the node learns, once `validBefore` passes, that nothing was
+/// paid.
+#[tokio::test]
+async fn a_push_payer_learns_the_outcome_of_a_lost_send() {
+    let Some(env) = env().await else { return };
+    let tempo = env.tempo(Duration::ZERO).await;
+    let signer: PrivateKeySigner = DEV_ACCOUNTS[4].private_key.parse().unwrap();
+    // This payer sends through the proxy, which loses the answer.
+    let payer = TempoPayer::new(signer, &env.proxy.url()).unwrap();
+    let before = env.recipient_balance().await;
+
+    env.faults().sync_send_error_eip7966();
+    let ch = Challenge::new(&tempo, "push-lost-answer");
+    let cred = payer
+        .push(&ch.offered, &TxOptions::default())
+        .await
+        .expect("a mined payment is a credential, not an error");
+    assert_eq!(env.recipient_balance().await - before, U256::from(PRICE));
+    env.faults().forward_sync_send();
+    pay(&tempo, &ch, &cred).await.unwrap();
+
+    env.faults().drop_sync_send();
+    let ch = Challenge::new(&tempo, "push-never-sent");
+    let now = OffsetDateTime::now_utc().unix_timestamp() as u64;
+    let options = TxOptions {
+        valid_before: Some(now + 3),
+        ..TxOptions::default()
+    };
+    match payer.push(&ch.offered, &options).await {
+        Err(ClientError::Node(reason)) => {
+            assert!(reason.contains("nothing was paid"), "{reason}")
+        }
+        other => panic!("expected a definite failure, got {other:?}"),
+    }
+    assert_eq!(env.recipient_balance().await - before, U256::from(PRICE));
 }

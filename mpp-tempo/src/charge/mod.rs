@@ -16,7 +16,7 @@ mod payload;
 mod proof;
 mod pull;
 mod request;
-mod settle;
+pub(crate) mod settle;
 mod sponsor;
 mod transfers;
 mod verify;
