@@ -1132,3 +1132,69 @@ async fn unfunded_payer_is_told_it_has_no_balance() {
         "{text}"
     );
 }
+
+/// Binding edges of pull deadlines and pushed hashes: a `validBefore` more than 900 s ahead
+/// is refused; a hash cannot answer an offer with fee sponsorship (charge.md §6b.1); a pushed
+/// transaction mined before its challenge could have been issued (block time before
+/// `expires − max lifetime`) is refused, so an old hash cannot be presented again once its
+/// claim has expired.
+#[tokio::test]
+async fn deadlines_and_push_edges_are_refused() {
+    let sponsor = DEV_ACCOUNTS[5];
+    let Some(env) = env_with(|b| {
+        b.fee_payer(
+            sponsor.private_key.parse().unwrap(),
+            SponsorPolicy::default(),
+        )
+        .supported_modes(vec![ChargeMode::Pull, ChargeMode::Push])
+    })
+    .await
+    else {
+        return;
+    };
+    let req = env.tempo.charge_request(PRICE);
+    assert!(req.method_details.fee_payer);
+
+    let ch = Challenge::new(&req);
+    let now = OffsetDateTime::now_utc().unix_timestamp() as u64;
+    let far = TxOptions {
+        valid_before: Some(now + 1_000),
+        // A node refuses to estimate it (its own 30 s limit): the client must not ask.
+        gas_limit: Some(500_000),
+        ..Default::default()
+    };
+    let cred = payer(&env, 3).pull(ch.as_client(), &far).await.unwrap();
+    let e = assert_refused(verify(&env, &req, &ch, &cred).await, "validBefore too far");
+    assert!(e.to_string().contains("ahead"), "{e}");
+
+    let ch = Challenge::new(&req);
+    let cred = payer(&env, 3)
+        .push(ch.as_client(), &TxOptions::default())
+        .await
+        .unwrap();
+    let e = assert_refused(
+        verify(&env, &req, &ch, &cred).await,
+        "hash on a sponsored offer",
+    );
+    assert!(e.to_string().contains("sponsorship"), "{e}");
+
+    // Without sponsorship offered, the same kind of hash pays, but only for a challenge
+    // that could have been issued before it was mined.
+    let mut plain = req.clone();
+    plain.method_details.fee_payer = false;
+    let ch = Challenge::new(&plain);
+    let cred = payer(&env, 3)
+        .push(ch.as_client(), &TxOptions::default())
+        .await
+        .unwrap();
+    let short_lived = ChargeContext::new(&plain, ch.server_view(), OffsetDateTime::now_utc())
+        .with_max_lifetime(Duration::from_secs(60));
+    let e = env
+        .tempo
+        .verify_charge(short_lived, Some(&cred.source), &cred.payload)
+        .await
+        .unwrap_err();
+    assert!(e.is_payer_fault(), "{e}");
+    assert!(e.to_string().contains("before"), "{e}");
+    verify(&env, &plain, &ch, &cred).await.unwrap();
+}

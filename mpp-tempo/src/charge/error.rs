@@ -136,3 +136,37 @@ impl From<ChargeError> for MethodError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_faults_never_become_the_payers_402() {
+        // A configuration fault found at run time: 500.
+        assert!(matches!(
+            MethodError::from(ChargeError::Config("bad key".into())),
+            MethodError::Config(_)
+        ));
+        // The fee payer's fault: 503.
+        let fee_payer = ChargeError::FeePayer("no fee token".into());
+        assert!(!fee_payer.is_payer_fault());
+        assert!(matches!(
+            MethodError::from(fee_payer),
+            MethodError::Unavailable(_)
+        ));
+        // The server's own limits: 503 with the payer's text and its Retry-After.
+        let deferred = ChargeError::Deferred {
+            detail: "later".into(),
+            retry_after: 42,
+        };
+        assert_eq!(
+            MethodError::from(deferred),
+            MethodError::throttled("later", 42)
+        );
+        assert!(matches!(
+            MethodError::from(ChargeError::Pending("sent".into())),
+            MethodError::Pending(_)
+        ));
+    }
+}

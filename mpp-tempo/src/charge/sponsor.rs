@@ -442,3 +442,30 @@ impl SponsorHold {
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_priority_fee_cap_follows_the_chain() {
+        let policy = SponsorPolicy::default();
+        assert_eq!(policy.priority_fee_cap(42431), 50_000_000_000, "Moderato");
+        assert_eq!(policy.priority_fee_cap(4217), 10_000_000_000, "mainnet");
+        assert_eq!(policy.priority_fee_cap(31337), 10_000_000_000, "local");
+        let set = SponsorPolicy {
+            max_priority_fee_per_gas: Some(7),
+            ..SponsorPolicy::default()
+        };
+        assert_eq!(set.priority_fee_cap(42431), 7, "a configured cap wins");
+    }
+
+    #[test]
+    fn fees_count_in_fee_token_units_rounded_up() {
+        assert_eq!(fee_units(0), 0);
+        assert_eq!(fee_units(1), 1);
+        assert_eq!(fee_units(1_000_000_000_000), 1);
+        assert_eq!(fee_units(1_000_000_000_001), 2);
+        assert_eq!(fee_units(u128::MAX), u64::MAX);
+    }
+}
