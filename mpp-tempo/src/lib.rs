@@ -34,6 +34,10 @@
 //! - [`store`]: where replay keys are claimed ([`store::SqliteStore`], [`store::PgStore`],
 //!   [`store::MemoryStore`]). The SQL stores run their own migrations, tracked in their own
 //!   table ([`store::MIGRATIONS_TABLE`]), so they share a database with the application's.
+//! - [`session`]: the `session` intent (payment channels): terms, channel ids, EIP-712
+//!   vouchers, credential payloads and receipts for v1 and v2, and the channel state
+//!   ([`session::store::ChannelStore`] on memory, SQLite or Postgres). Its on-chain half
+//!   (open, top-up, settle and close transactions) is not wired into [`Tempo`] yet.
 //! - [`ChainClient`]: JSON-RPC access to the node, below the intents, with its own
 //!   [`ChainError`].
 //! - `client` (feature `client`): [`client::TempoPayer`], an [`mpp_core::Payer`] that pays
@@ -57,6 +61,7 @@ pub mod charge;
 pub mod client;
 mod hex;
 mod method;
+pub mod session;
 pub mod store;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -155,6 +155,11 @@ impl PgStore {
         self
     }
 
+    /// How long one operation may take ([`Self::with_timeout`]).
+    pub(crate) fn operation_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The underlying pool (for inspection in tests and maintenance).
     pub fn pool(&self) -> &PgPool {
         &self.pool

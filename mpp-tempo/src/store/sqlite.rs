@@ -188,6 +188,11 @@ impl SqliteStore {
         self
     }
 
+    /// How long one operation may take ([`Self::with_timeout`]).
+    pub(crate) fn operation_timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// The underlying pool (for inspection in tests and maintenance).
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
