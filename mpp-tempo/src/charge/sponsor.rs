@@ -253,6 +253,31 @@ pub(crate) async fn refusal_cause(
     }
 }
 
+/// A sponsored transaction that runs out of gas or reverts is paid for by the fee payer: its
+/// gas limit must cover the estimate of the very transaction from its sender, and the
+/// estimate must succeed (a refusal is the payer's unless the fee payer cannot pay).
+pub(crate) async fn check_gas(
+    chain: &ChainClient,
+    sponsored: &SponsoredSend,
+    sender: Address,
+) -> Result<(), ChargeError> {
+    let tx = &sponsored.tx;
+    match chain
+        .estimate_gas(sender, tx, Some(sponsored.fee_payer))
+        .await
+    {
+        Ok(needed) if tx.gas_limit >= needed => Ok(()),
+        Ok(needed) => Err(ChargeError::failed(format!(
+            "sponsor policy: gas limit {} is below the {needed} the transaction needs",
+            tx.gas_limit
+        ))),
+        Err(ChainError::Refused(reason)) => {
+            Err(refusal_cause(chain, sponsored.fee_payer, sponsored.fee_token, tx, reason).await)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// What a sponsored broadcast needs beyond a plain one: who pays, with what, the very
 /// transaction (to estimate it again just before it is sent), and the budget.
 pub(crate) struct SponsoredSend {
@@ -343,29 +368,7 @@ impl SponsorHold {
     ) -> Result<(), ChargeError> {
         let tx = &sponsored.tx;
         // Inside the turn, the estimate sees what the sender's earlier payments left.
-        match chain
-            .estimate_gas(sender, tx, Some(sponsored.fee_payer))
-            .await
-        {
-            Ok(needed) if tx.gas_limit >= needed => {}
-            Ok(needed) => {
-                return Err(ChargeError::failed(format!(
-                    "sponsor policy: gas limit {} is below the {needed} the transaction needs",
-                    tx.gas_limit
-                )));
-            }
-            Err(ChainError::Refused(reason)) => {
-                return Err(refusal_cause(
-                    chain,
-                    sponsored.fee_payer,
-                    sponsored.fee_token,
-                    tx,
-                    reason,
-                )
-                .await);
-            }
-            Err(e) => return Err(e.into()),
-        }
+        check_gas(chain, sponsored, sender).await?;
         let budget = &sponsored.budget;
         let window = i64::try_from(budget.window.as_secs().max(1)).unwrap_or(i64::MAX);
         let now = OffsetDateTime::now_utc().unix_timestamp();

@@ -26,7 +26,7 @@ use super::settle::{
     Broadcast, CLAIM_MARGIN, Outcome, ReceiptTerms, TempoSettlement, release, unix_time,
     wait_for_outcome,
 };
-use super::sponsor::{SponsoredSend, refusal_cause};
+use super::sponsor::{SponsoredSend, check_gas};
 use super::{ChargeError, ChargeMode, ChargePayload, Sponsor, TempoChargeRequest};
 use crate::chain::{ChainClient, ChainError};
 use crate::challenge::ChallengeView;
@@ -283,37 +283,21 @@ impl Charge<'_> {
                 other => other.into(),
             });
         }
-        // A sponsored transaction that runs out of gas is paid for by the fee payer: its gas
-        // limit must cover what the very transaction needs, from its sender.
-        // Estimated again inside the sender's turn just before it is sent (SponsorHold).
+        // Checked now, before the handler runs, and again inside the sender's turn just
+        // before it is sent (SponsorHold).
         let mut sponsored = None;
         if let (Some(sponsor), Some(fee_token)) = (self.verifier.sponsor, fee_token) {
-            let chain = &self.verifier.chain;
-            let tx = final_tx.tx();
-            let needed = chain
-                .estimate_gas(sender, tx, Some(sponsor.address()))
-                .await;
-            let refusal = match needed {
-                Ok(needed) if tx.gas_limit >= needed => None,
-                Ok(needed) => Some(ChargeError::failed(format!(
-                    "sponsor policy: gas limit {} is below the {needed} the transaction needs",
-                    tx.gas_limit
-                ))),
-                Err(ChainError::Refused(reason)) => {
-                    Some(refusal_cause(chain, sponsor.address(), fee_token, tx, reason).await)
-                }
-                Err(other) => Some(other.into()),
+            let send = SponsoredSend {
+                fee_payer: sponsor.address(),
+                fee_token,
+                tx: final_tx.tx().clone(),
+                budget: sponsor.policy().budget.clone(),
             };
-            if let Some(refusal) = refusal {
+            if let Err(refusal) = check_gas(self.verifier.chain, &send, sender).await {
                 release(self.verifier.store.as_ref(), &key, &owner, ClaimState::Held).await;
                 return Err(refusal);
             }
-            sponsored = Some(SponsoredSend {
-                fee_payer: sponsor.address(),
-                fee_token,
-                tx: tx.clone(),
-                budget: sponsor.policy().budget.clone(),
-            });
+            sponsored = Some(send);
         }
         let mut settlement = self.settlement(key, owner, ClaimState::Held);
         settlement.broadcast = Some(Broadcast {
