@@ -6,7 +6,7 @@
 
 use crate::config::Mpp;
 use crate::headers::{ACCEPT_PAYMENT, PAYMENT_AUTHORIZATION};
-use crate::idempotency::{self, Idempotent};
+use crate::idempotency::{self, IDEMPOTENCY_KEY, Idempotent};
 use crate::pricing::{Price, PriceFailure};
 use crate::response::{plain_problem, refusal_response};
 use bytes::Bytes;
@@ -232,19 +232,24 @@ impl PaidRoute {
         if let Some(bytes) = &buffered {
             cx = cx.body(bytes);
         }
-        let payment = parts
-            .headers
-            .get_all(header.name())
-            .iter()
-            .find(|v| is_payment_scheme(v.as_bytes()));
-        let idempotent = idempotency::begin(
-            mpp.idempotency_store_ref(),
-            &parts,
-            request_path(&parts.uri, &parts.extensions),
-            payment,
-            gate.max_lifetime(),
-        )
-        .await?;
+        // Most requests carry no Idempotency-Key: one header lookup, nothing else.
+        let idempotent = if parts.headers.contains_key(IDEMPOTENCY_KEY) {
+            let payment = parts
+                .headers
+                .get_all(header.name())
+                .iter()
+                .find(|v| is_payment_scheme(v.as_bytes()));
+            idempotency::begin(
+                mpp.idempotency_store_ref(),
+                &parts,
+                request_path(&parts.uri, &parts.extensions),
+                payment,
+                gate.max_lifetime(),
+            )
+            .await?
+        } else {
+            None
+        };
         match gate.admit(&offers, credential(&parts, header), &cx).await {
             Ok(mut admitted) => {
                 let held = admitted.verified.settlement.take().map(|settlement| Held {
