@@ -356,7 +356,11 @@ where
                 return Ok(response.map(PaymentBody::inner));
             }
             if let Some(idempotent) = idempotent {
-                return Ok(serve_idempotent(response, held, &receipt, idempotent).await);
+                if keepable(&response) {
+                    return Ok(serve_idempotent(response, held, &receipt, idempotent).await);
+                }
+                // Served as it comes, once: a repeat is refused as used, never charged twice.
+                idempotent.abandon().await;
             }
             // On failure the answer is withheld: content is never handed over unpaid.
             let held = match take(held).await {
@@ -388,9 +392,18 @@ where
     }
 }
 
-/// A 2xx answer to a request with an `Idempotency-Key`: its body is read (when its size is
-/// known and small enough to keep) before the money is taken, then the paid response is
-/// stored for repeats and sent. A body that cannot be kept is served as it comes, once.
+/// Whether a response can be kept for `Idempotency-Key` repeats: its size is known up front
+/// and small enough.
+fn keepable<B: Body>(response: &Response<B>) -> bool {
+    response
+        .body()
+        .size_hint()
+        .exact()
+        .is_some_and(|size| size <= MAX_STORED_BODY)
+}
+
+/// A [`keepable`] 2xx answer to a request with an `Idempotency-Key`: its body is read before
+/// the money is taken, then the paid response is stored for repeats and sent.
 async fn serve_idempotent<ResBody>(
     response: Response<ResBody>,
     held: Option<Held>,
@@ -401,22 +414,6 @@ where
     ResBody: Body<Data = Bytes>,
     ResBody::Error: Into<BoxError>,
 {
-    let keepable = response
-        .body()
-        .size_hint()
-        .exact()
-        .is_some_and(|size| size <= MAX_STORED_BODY);
-    if !keepable {
-        idempotent.abandon().await;
-        let held = match take(held).await {
-            Ok(held) => held,
-            Err(refusal) => return refusal.map(PaymentBody::layer),
-        };
-        finish(held, true).await;
-        let mut response = response;
-        attach_receipt(response.headers_mut(), receipt);
-        return response.map(PaymentBody::inner);
-    }
     let (mut head, body) = response.into_parts();
     // The body's own error type need not be `Send`: only its text outlives the read.
     let collected: Result<Bytes, String> = body

@@ -487,7 +487,7 @@ async fn sponsored_fees_stop_at_the_budget() {
     // The node's price as the client reads it: the client offers 20 % more.
     let node = AnvilNode::start();
     let Some(node) = node else { return };
-    let price = ChainProbe::gas_price(&node).await;
+    let price = gas_price(&node).await;
     drop(node);
     let most_of_one = u128::from(GAS) * (price * 6 / 5).max(1_000_000_000);
     let Some(env) = env_with(|b| {
@@ -575,19 +575,15 @@ async fn an_unfunded_fee_payer_is_a_server_fault() {
     );
 }
 
-/// Reads the gas price of a node.
-struct ChainProbe;
-
-impl ChainProbe {
-    async fn gas_price(node: &AnvilNode) -> u128 {
-        use alloy::providers::Provider;
-        mpp_tempo::ChainClient::new(&node.rpc_url(), Duration::from_secs(5))
-            .unwrap()
-            .provider()
-            .get_gas_price()
-            .await
-            .unwrap()
-    }
+/// The gas price a node quotes.
+async fn gas_price(node: &AnvilNode) -> u128 {
+    use alloy::providers::Provider;
+    mpp_tempo::ChainClient::new(&node.rpc_url(), Duration::from_secs(5))
+        .unwrap()
+        .provider()
+        .get_gas_price()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
