@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use mpp_tempo::session::store::{
-    Bytes, ChannelDescriptor, ChannelStore, Charge, ChargeOutcome, MemoryChannelStore, NewChannel,
+    Bytes, ChannelIdentity, ChannelStore, Charge, ChargeOutcome, MemoryChannelStore, NewChannel,
     OpenOutcome, SessionProtocol, Voucher, VoucherOutcome,
 };
 use mpp_tempo::store::{PgStore, SqliteStore};
@@ -33,7 +33,7 @@ fn channel_id() -> B256 {
 async fn open(store: &impl ChannelStore) -> B256 {
     let id = channel_id();
     let new = NewChannel {
-        descriptor: ChannelDescriptor {
+        descriptor: ChannelIdentity {
             channel_id: id,
             protocol: SessionProtocol::V2,
             chain_id: 42431,

@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use alloy::consensus::BlockHeader;
 use alloy::eips::BlockNumberOrTag;
-use alloy::primitives::{Address, B256, U256, keccak256};
+use alloy::primitives::{Address, B256, Bytes, U256, keccak256};
 use alloy::providers::{Provider, RootProvider};
 use alloy::rpc::client::RpcClient;
 use alloy::transports::{RpcError, TransportError};
@@ -190,7 +190,9 @@ impl ChainClient {
     }
 
     /// Simulates the calls of a Tempo transaction from `from`, in order, on top of the latest
-    /// block: [`ChainError::Refused`] when any call would revert.
+    /// block: [`ChainError::Refused`] when any call would revert; `Ok` is the gas the calls
+    /// used together (0 when only `eth_call` was available), without the transaction's
+    /// intrinsic cost.
     ///
     /// Uses `eth_simulateV1` with one call per batch entry (state carries over between
     /// them), because anvil's `eth_call` ignores the `calls` of a Tempo request and reports
@@ -200,7 +202,7 @@ impl ChainClient {
         &self,
         from: Address,
         tx: &TempoTransaction,
-    ) -> Result<(), ChainError> {
+    ) -> Result<u64, ChainError> {
         let calls: Vec<Value> = tx
             .calls
             .iter()
@@ -244,7 +246,11 @@ impl ChainClient {
                         return Err(ChainError::Refused(format!("call {i}: {why} {data}")));
                     }
                 }
-                Ok(())
+                Ok(results
+                    .iter()
+                    .filter_map(|call| call.get("gasUsed").and_then(Value::as_str))
+                    .filter_map(|gas| u64::from_str_radix(gas.trim_start_matches("0x"), 16).ok())
+                    .fold(0u64, u64::saturating_add))
             }
             Err(RpcError::ErrorResp(e)) => {
                 tracing::debug!(reason = %e.message, "eth_simulateV1 unavailable; using eth_call");
@@ -254,7 +260,7 @@ impl ChainClient {
                     .timed("eth_call", self.rpc_timeout, self.provider.call(request))
                     .await?
                 {
-                    Ok(_) => Ok(()),
+                    Ok(_) => Ok(0),
                     Err(e) => Err(refusal("eth_call", e)),
                 }
             }
@@ -429,6 +435,83 @@ impl ChainClient {
                 "balanceOf took longer than {timeout:?}"
             ))),
         }
+    }
+
+    /// `eth_call` of `input` on `to` at the latest block: the returned bytes. A revert is
+    /// [`ChainError::Refused`] (with the node's message); anything else that fails is an
+    /// infrastructure fault.
+    pub async fn call(&self, to: Address, input: Bytes) -> Result<Bytes, ChainError> {
+        let mut request = TempoTransactionRequest::default();
+        request.inner.to = Some(alloy::primitives::TxKind::Call(to));
+        request.inner.input = input.into();
+        match self
+            .timed("eth_call", self.rpc_timeout, self.provider.call(request))
+            .await?
+        {
+            Ok(output) => Ok(output),
+            Err(e) => Err(refusal("eth_call", e)),
+        }
+    }
+
+    /// `eth_getCode`: the runtime code at `address` (empty for an account without code).
+    pub async fn code(&self, address: Address) -> Result<Bytes, ChainError> {
+        self.timed(
+            "eth_getCode",
+            self.rpc_timeout,
+            self.provider.get_code_at(address),
+        )
+        .await?
+        .map_err(|e| unavailable("eth_getCode", e))
+    }
+
+    /// `eth_blockNumber`.
+    pub async fn block_number(&self) -> Result<u64, ChainError> {
+        self.timed(
+            "eth_blockNumber",
+            self.rpc_timeout,
+            self.provider.get_block_number(),
+        )
+        .await?
+        .map_err(|e| unavailable("eth_blockNumber", e))
+    }
+
+    /// `eth_getLogs` of `address` with first topic `topic0`, blocks `from..=to`.
+    pub async fn logs(
+        &self,
+        address: Address,
+        topic0: B256,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<alloy::rpc::types::Log>, ChainError> {
+        let filter = alloy::rpc::types::Filter::new()
+            .address(address)
+            .event_signature(topic0)
+            .from_block(from)
+            .to_block(to);
+        self.timed(
+            "eth_getLogs",
+            self.rpc_timeout,
+            self.provider.get_logs(&filter),
+        )
+        .await?
+        .map_err(|e| unavailable("eth_getLogs", e))
+    }
+
+    /// A `maxFeePerGas` for a transaction sent now: 20 % over `eth_gasPrice` (as viem does:
+    /// enough for the next block, small enough for a sponsor's gas budget), at least 1 gwei.
+    pub async fn suggested_max_fee_per_gas(&self) -> Result<u128, ChainError> {
+        Ok((self.gas_price().await?.saturating_mul(6) / 5).max(1_000_000_000))
+    }
+
+    /// `eth_gasPrice`, in attodollars per gas.
+    pub async fn gas_price(&self) -> Result<u128, ChainError> {
+        self.timed(
+            "eth_gasPrice",
+            self.rpc_timeout,
+            self.provider.get_gas_price(),
+        )
+        .await?
+        .map_err(|e| unavailable("eth_gasPrice", e))
     }
 
     /// The timestamp (unix seconds) of the latest block: the node's clock, which decides

@@ -353,11 +353,11 @@ impl TempoPayer {
         let valid_before = options
             .valid_before
             .unwrap_or(u64::try_from(default_valid_before).unwrap_or(0));
-        let node = |e: alloy::transports::TransportError| ClientError::Node(error_chain(&e));
-        let gas_price = self.chain.provider().get_gas_price().await.map_err(node)?;
-        // 20 % over the current price, as viem does: enough for the next block, and small
-        // enough to stay inside a sponsor's gas budget (gasLimit × maxFeePerGas ≤ 5e16).
-        let max_fee_per_gas = (gas_price.saturating_mul(6) / 5).max(1_000_000_000);
+        let max_fee_per_gas = self
+            .chain
+            .suggested_max_fee_per_gas()
+            .await
+            .map_err(|e| ClientError::Node(e.to_string()))?;
         let max_priority_fee_per_gas = 1_000_000_000u128.min(max_fee_per_gas);
         let mut tx = TempoTransaction {
             chain_id: options.chain_id.unwrap_or(req.method_details.chain_id),

@@ -19,6 +19,7 @@ use crate::charge::{
     ChargeContext, ChargeError, ChargeMode, ChargeVerifier, MethodDetails, SettledCharge, Split,
     Sponsor, SponsorPolicy, TempoChargeRequest, resolve_pending,
 };
+use crate::session::store::ChannelStore;
 use crate::store::ReplayStore;
 use crate::tokens::PATH_USD;
 use crate::{CHARGE_INTENT, METHOD_NAME};
@@ -231,8 +232,8 @@ impl TempoBuilder {
         let currency = currency
             .or(known_chain.map(TempoChain::default_currency))
             .unwrap_or(PATH_USD);
-        let store = match self.store {
-            Some(store) => store,
+        let (store, default_channels) = match self.store {
+            Some(store) => (store, None),
             None => default_store().await?,
         };
         let supported_modes = self.supported_modes.or_else(|| {
@@ -258,6 +259,7 @@ impl TempoBuilder {
                 supported_modes,
                 sponsor: self.sponsor,
                 store,
+                default_channels,
                 broadcast_timeout: self.broadcast_timeout.unwrap_or(DEFAULT_BROADCAST_TIMEOUT),
                 paid_for: PAID_CLAIM_RETENTION,
             }),
@@ -303,8 +305,9 @@ fn spawn_maintenance(inner: std::sync::Weak<Inner>, interval: Duration) {
 
 /// The store used when none is configured: the SQLite file [`DEFAULT_STORE_PATH`].
 #[cfg(feature = "sqlite")]
-async fn default_store() -> Result<Arc<dyn ReplayStore>, ChargeError> {
-    let store = crate::store::SqliteStore::open(DEFAULT_STORE_PATH).await?;
+async fn default_store()
+-> Result<(Arc<dyn ReplayStore>, Option<Arc<dyn ChannelStore>>), ChargeError> {
+    let store = Arc::new(crate::store::SqliteStore::open(DEFAULT_STORE_PATH).await?);
     let shown = std::env::current_dir()
         .map(|dir| dir.join(DEFAULT_STORE_PATH))
         .unwrap_or_else(|_| DEFAULT_STORE_PATH.into());
@@ -312,12 +315,13 @@ async fn default_store() -> Result<Arc<dyn ReplayStore>, ChargeError> {
         path = %shown.display(),
         "tempo replay store: embedded SQLite (the default; set one with TempoBuilder::store)"
     );
-    Ok(Arc::new(store))
+    Ok((store.clone(), Some(store)))
 }
 
 /// Without the `sqlite` feature there is no embedded default.
 #[cfg(not(feature = "sqlite"))]
-async fn default_store() -> Result<Arc<dyn ReplayStore>, ChargeError> {
+async fn default_store()
+-> Result<(Arc<dyn ReplayStore>, Option<Arc<dyn ChannelStore>>), ChargeError> {
     Err(ChargeError::Config(
         "Tempo::builder(): store is required: .store(..) (the embedded SQLite default needs \
          the `sqlite` feature)"
@@ -337,6 +341,8 @@ struct Inner {
     supported_modes: Option<Vec<ChargeMode>>,
     sponsor: Option<Sponsor>,
     store: Arc<dyn ReplayStore>,
+    /// The embedded default store, also a channel store (sessions use it unless given one).
+    default_channels: Option<Arc<dyn ChannelStore>>,
     broadcast_timeout: Duration,
     /// How long a payment the resolver settled stays redeemable.
     paid_for: time::Duration,
@@ -405,6 +411,26 @@ impl Tempo {
     /// The RPC client.
     pub fn chain(&self) -> &ChainClient {
         &self.inner.chain
+    }
+
+    /// The fee payer, when sponsoring.
+    pub(crate) fn sponsor(&self) -> Option<&Sponsor> {
+        self.inner.sponsor.as_ref()
+    }
+
+    /// The replay store (also where sponsor budgets and leases live).
+    pub(crate) fn replay_store(&self) -> Arc<dyn ReplayStore> {
+        self.inner.store.clone()
+    }
+
+    /// The embedded default store as a channel store, when no store was configured.
+    pub(crate) fn default_channel_store(&self) -> Option<Arc<dyn ChannelStore>> {
+        self.inner.default_channels.clone()
+    }
+
+    /// How long a broadcast waits for the node's synchronous answer.
+    pub(crate) fn broadcast_timeout(&self) -> Duration {
+        self.inner.broadcast_timeout
     }
 
     /// The terms of a challenge for `amount_base_units`. With configured splits whose sum is

@@ -84,6 +84,9 @@ pub const DEV_ACCOUNTS: [DevAccount; 10] = [
     },
 ];
 
+pub mod channel_reserve;
+pub mod stream_channel;
+
 /// The genesis TIP-20 tokens on anvil's Tempo network (6 decimals each).
 pub mod tokens {
     use alloy::primitives::{Address, address};

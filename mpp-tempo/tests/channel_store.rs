@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mpp_tempo::session::store::{
-    Bytes, CancelCloseOutcome, Channel, ChannelDescriptor, ChannelState, ChannelStore,
+    Bytes, CancelCloseOutcome, Channel, ChannelIdentity, ChannelState, ChannelStore,
     ChannelStoreError, Charge, ChargeOutcome, CloseOutcome, Commit, CommitOutcome, DepositOutcome,
     FinalizeOutcome, MAX_RESERVATIONS, MemoryChannelStore, NewChannel, OpenOutcome, ReserveOutcome,
     SessionProtocol, SettlementOutcome, SettlementQuery, Voucher, VoucherOutcome,
@@ -55,8 +55,8 @@ fn address(last: u8) -> Address {
     Address::from(bytes)
 }
 
-fn descriptor(channel_id: B256) -> ChannelDescriptor {
-    ChannelDescriptor {
+fn descriptor(channel_id: B256) -> ChannelIdentity {
+    ChannelIdentity {
         channel_id,
         protocol: SessionProtocol::V2,
         chain_id: 42431,

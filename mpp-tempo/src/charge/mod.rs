@@ -14,10 +14,10 @@ mod logs;
 mod memo;
 mod payload;
 mod proof;
-mod pull;
+pub(crate) mod pull;
 mod request;
 pub(crate) mod settle;
-mod sponsor;
+pub(crate) mod sponsor;
 mod transfers;
 mod verify;
 

@@ -162,7 +162,7 @@ pub(crate) fn read_calls(
     })
 }
 
-fn is_swap_prefix(calls: &[Call]) -> bool {
+pub(crate) fn is_swap_prefix(calls: &[Call]) -> bool {
     calls.len() > 2
         && calls[0].input.starts_with(&ITIP20::approveCall::SELECTOR)
         && calls[1].to == TxKind::Call(STABLECOIN_DEX_ADDRESS)
@@ -170,7 +170,7 @@ fn is_swap_prefix(calls: &[Call]) -> bool {
 
 /// `approve(DEX, maxIn)` on tokenIn, then `swapExactAmountOut(tokenIn, currency, total, maxIn)`
 /// on the DEX.
-fn check_swap_prefix(
+pub(crate) fn check_swap_prefix(
     prefix: &[Call],
     currency: Address,
     expected_total: u128,

@@ -267,6 +267,23 @@ pub(crate) async fn check_gas(
         .await
     {
         Ok(needed) if tx.gas_limit >= needed => Ok(()),
+        // A node without `tempo_simulateV1` estimates only the last call of a batch (anvil),
+        // which fails alone when an earlier call prepares it (approve, then open). The calls
+        // simulated in order decide whether it reverts. Its gas cannot be proven there
+        // (`eth_simulateV1` counts differently from the transaction), so the per-sender and
+        // total fee budgets are what bound a loss on such a node.
+        Err(ChainError::Refused(_)) if tx.calls.len() > 1 => {
+            match chain.simulate(sender, tx).await {
+                Ok(_) => Ok(()),
+                Err(ChainError::Refused(reason)) => {
+                    Err(
+                        refusal_cause(chain, sponsored.fee_payer, sponsored.fee_token, tx, reason)
+                            .await,
+                    )
+                }
+                Err(e) => Err(e.into()),
+            }
+        }
         Ok(needed) => Err(ChargeError::failed(format!(
             "sponsor policy: gas limit {} is below the {needed} the transaction needs",
             tx.gas_limit

@@ -48,6 +48,15 @@ impl SessionProtocol {
         }
     }
 
+    /// Parses the wire value `"v1"` or `"v2"`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "v1" => Some(Self::V1),
+            "v2" => Some(Self::V2),
+            _ => None,
+        }
+    }
+
     /// The largest amount the escrow stores: `uint128` for v1, `uint96` for v2.
     pub const fn max_amount(self) -> u128 {
         match self {

@@ -75,6 +75,16 @@ pub enum SessionError {
     /// A transaction was sent and its outcome is not known yet (503).
     #[error("session transaction outcome not known yet: {0}")]
     Pending(String),
+    /// The server's own limits defer this request (fee sponsorship spent for the period, or
+    /// another sponsored transaction of the payer in flight): 503 with `Retry-After`;
+    /// nothing was charged. `detail` is written for the payer.
+    #[error("{detail}")]
+    Deferred {
+        /// What the payer is told.
+        detail: String,
+        /// Seconds after which a retry can succeed.
+        retry_after: u32,
+    },
     /// The server's own configuration is unusable (500, logged).
     #[error("session method misconfigured: {0}")]
     Config(String),
@@ -96,7 +106,9 @@ impl SessionError {
             Self::ChannelNotFound(_) => ProblemType::SessionChannelNotFound,
             Self::ChannelFinalized(_) => ProblemType::SessionChannelFinalized,
             Self::BadRequest(_) => ProblemType::BadRequest,
-            Self::Unavailable(_) | Self::Pending(_) | Self::Config(_) => return None,
+            Self::Unavailable(_) | Self::Pending(_) | Self::Deferred { .. } | Self::Config(_) => {
+                return None;
+            }
         })
     }
 
@@ -148,6 +160,13 @@ impl From<SessionError> for MethodError {
         match (e.problem(), &e) {
             (Some(problem), _) => MethodError::rejected(problem, e.to_string()),
             (None, SessionError::Pending(_)) => MethodError::pending(e),
+            (
+                None,
+                SessionError::Deferred {
+                    detail,
+                    retry_after,
+                },
+            ) => MethodError::throttled(detail.clone(), *retry_after),
             (None, SessionError::Config(_)) => MethodError::config(e),
             (None, _) => MethodError::unavailable(e),
         }

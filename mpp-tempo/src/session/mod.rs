@@ -25,8 +25,12 @@ mod channel;
 #[cfg(feature = "client")]
 pub mod client;
 mod error;
+mod escrow;
 mod payload;
 mod receipt;
+mod server;
+mod server_key;
+mod settler;
 pub mod store;
 mod terms;
 mod voucher;
@@ -37,11 +41,21 @@ pub use channel::{
     V1_ESCROW_MAINNET, V1_ESCROW_MODERATO, V1Channel, expiring_nonce_hash,
 };
 pub use error::SessionError;
+pub use escrow::OnChainState;
 pub use payload::{
     ClosePayload, MAX_TRANSACTION_BYTES, OpenPayload, PayloadError, SessionPayload, TopUpPayload,
     VoucherPayload, check_descriptor, check_source,
 };
 pub use receipt::{NeedVoucher, ReceiptError, SESSION_INTENT, SessionReceipt};
+pub use server::{
+    DEFAULT_CHANNEL_RETENTION, DEFAULT_CHANNEL_STATE_TTL, SessionAction, SessionConfig,
+    SessionCredential, SessionVerified, TempoSessions,
+};
+pub use server_key::{ServerKey, ServerTxError};
+pub use settler::{
+    SettlementHook, SettlementReport, SettlementSchedule, SettlementTrigger, SettlerConfig,
+    SettlerHandle,
+};
 pub use terms::{SessionMethodDetails, TempoSessionRequest, TermsError};
 pub use voucher::{
     CLOSE_AUTHORIZATION_TYPEHASH, DOMAIN_NAME_V1, DOMAIN_NAME_V2, DOMAIN_VERSION,

@@ -49,6 +49,7 @@ use alloy::primitives::{Address, B256};
 use mpp_core::BoxFuture;
 use time::OffsetDateTime;
 
+pub use crate::session::SessionProtocol;
 use crate::store::StoreError;
 
 mod logic;
@@ -71,37 +72,9 @@ pub const MAX_RESERVATION_ID_LEN: usize = 128;
 /// The longest retention a channel may ask for ([`NewChannel::retention`]): 100 years.
 pub const MAX_RETENTION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// Which escrow protocol a channel lives in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SessionProtocol {
-    /// The legacy `TempoStreamChannel` Solidity escrow (its address is the channel's escrow).
-    V1,
-    /// The TIP-1034 channel precompile.
-    V2,
-}
-
-impl SessionProtocol {
-    /// The protocol's name in the database and on the wire (`"v1"`, `"v2"`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::V1 => "v1",
-            Self::V2 => "v2",
-        }
-    }
-
-    /// Parses `"v1"` or `"v2"`.
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "v1" => Some(Self::V1),
-            "v2" => Some(Self::V2),
-            _ => None,
-        }
-    }
-}
-
 /// What identifies a channel on chain. Never changes once the channel is stored.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ChannelDescriptor {
+pub struct ChannelIdentity {
     /// The channel id (bytes32), the row's key.
     pub channel_id: B256,
     /// The escrow protocol.
@@ -118,7 +91,8 @@ pub struct ChannelDescriptor {
     pub token: Address,
     /// The operator allowed to settle and close besides the payee (v2; zero for v1 or none).
     pub operator: Address,
-    /// The effective voucher signer (the payer unless it delegated to another key).
+    /// The voucher signer named at open, as in the descriptor: zero means the payer signs
+    /// (see [`ChannelIdentity::signer`]).
     pub authorized_signer: Address,
     /// The salt the payer chose at open.
     pub salt: B256,
@@ -126,11 +100,35 @@ pub struct ChannelDescriptor {
     pub expiring_nonce_hash: B256,
 }
 
+impl ChannelIdentity {
+    /// Who signs vouchers: the authorized signer, or the payer when that is zero.
+    pub fn signer(&self) -> Address {
+        if self.authorized_signer.is_zero() {
+            self.payer
+        } else {
+            self.authorized_signer
+        }
+    }
+
+    /// The v2 descriptor of this channel (what v2 escrow calls take; meaningless for v1).
+    pub fn descriptor(&self) -> crate::session::ChannelDescriptor {
+        crate::session::ChannelDescriptor {
+            payer: self.payer,
+            payee: self.payee,
+            operator: self.operator,
+            token: self.token,
+            salt: self.salt,
+            authorized_signer: self.authorized_signer,
+            expiring_nonce_hash: self.expiring_nonce_hash,
+        }
+    }
+}
+
 /// A channel to store, as verified on chain at open.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewChannel {
     /// Its identity.
-    pub descriptor: ChannelDescriptor,
+    pub descriptor: ChannelIdentity,
     /// The verified on-chain deposit.
     pub deposit: u128,
     /// The verified on-chain settled amount (zero for a fresh channel). A channel stored with
@@ -204,7 +202,7 @@ pub struct LastSettlement {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Channel {
     /// Its identity.
-    pub descriptor: ChannelDescriptor,
+    pub descriptor: ChannelIdentity,
     /// The latest verified on-chain deposit.
     pub deposit: u128,
     /// The highest cumulative voucher amount accepted (`acceptedCumulative`).

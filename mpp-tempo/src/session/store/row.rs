@@ -11,9 +11,7 @@ use alloy::primitives::{Address, B256, Bytes};
 use serde::{Deserialize, Serialize};
 
 use super::logic::{check_invariants, ms_to_time, time_to_ms};
-use super::{
-    Channel, ChannelDescriptor, ChannelState, LastSettlement, Reservation, SessionProtocol,
-};
+use super::{Channel, ChannelIdentity, ChannelState, LastSettlement, Reservation, SessionProtocol};
 use crate::hex::{parse_address, parse_amount, parse_b256, parse_hex_bytes};
 use crate::store::StoreError;
 
@@ -89,7 +87,7 @@ impl RawChannel {
             u64::try_from(v).map_err(|_| corrupt(id, format_args!("{what} {v}")))
         };
 
-        let descriptor = ChannelDescriptor {
+        let descriptor = ChannelIdentity {
             channel_id: b256("channel id", id)?,
             protocol: SessionProtocol::parse(&self.protocol)
                 .ok_or_else(|| corrupt(id, format_args!("protocol `{}`", self.protocol)))?,

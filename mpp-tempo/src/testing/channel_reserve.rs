@@ -1,0 +1,1 @@
+//! The v2 channel reserve stand-in (in progress).
