@@ -162,10 +162,17 @@ pub(crate) fn read_calls(
     })
 }
 
-pub(crate) fn is_swap_prefix(calls: &[Call]) -> bool {
-    calls.len() > 2
-        && calls[0].input.starts_with(&ITIP20::approveCall::SELECTOR)
-        && calls[1].to == TxKind::Call(STABLECOIN_DEX_ADDRESS)
+/// Whether `calls` start with an auto-swap prefix and go on after it.
+fn is_swap_prefix(calls: &[Call]) -> bool {
+    calls.len() > 2 && is_swap_pair(&calls[..2])
+}
+
+/// Whether `pair` has the shape of an auto-swap prefix: an `approve`, then a call on the DEX
+/// (what it says is checked by [`check_swap_prefix`]).
+pub(crate) fn is_swap_pair(pair: &[Call]) -> bool {
+    pair.len() == 2
+        && pair[0].input.starts_with(&ITIP20::approveCall::SELECTOR)
+        && pair[1].to == TxKind::Call(STABLECOIN_DEX_ADDRESS)
 }
 
 /// `approve(DEX, maxIn)` on tokenIn, then `swapExactAmountOut(tokenIn, currency, total, maxIn)`

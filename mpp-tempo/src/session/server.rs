@@ -26,7 +26,7 @@ use alloy::sol_types::SolCall;
 use serde_json::Value;
 use tempo_alloy::contracts::precompiles::ITIP20;
 use tempo_alloy::rpc::TempoTransactionReceipt;
-use tempo_primitives::transaction::{Call, TEMPO_EXPIRING_NONCE_KEY};
+use tempo_primitives::transaction::{Call, TEMPO_EXPIRING_NONCE_KEY, TempoTransaction};
 use time::OffsetDateTime;
 
 use super::abi::v1::ITempoStreamChannel as V1;
@@ -44,7 +44,7 @@ use super::{
     expiring_nonce_hash,
 };
 use crate::chain::{ChainClient, ChainError};
-use crate::charge::pull::{PullTransaction, check_swap_prefix, decode_pull, is_swap_prefix};
+use crate::charge::pull::{PullTransaction, check_swap_prefix, decode_pull, is_swap_pair};
 use crate::charge::settle::{Outcome, wait_for_outcome};
 use crate::charge::sponsor::{SponsorHold, SponsoredSend, check_gas};
 use crate::charge::{ChargeError, Sponsor};
@@ -777,7 +777,7 @@ impl TempoSessions {
         &self,
         credential: &SessionCredential<'_>,
         raw: &[u8],
-        expected_calls: impl FnOnce(&[Call], Address) -> Result<(), SessionError>,
+        expected: impl FnOnce(&TempoTransaction, Address) -> Result<(), SessionError>,
     ) -> Result<PayerTx, SessionError> {
         let i = &self.inner;
         let decoded = decode_pull(raw).map_err(charge_error)?;
@@ -786,7 +786,7 @@ impl TempoSessions {
         if fields.chain_id != i.chain_id {
             return Err(SessionError::failed("the transaction is for another chain"));
         }
-        expected_calls(&fields.calls, sender)?;
+        expected(fields, sender)?;
         let valid_before = fields.valid_before.map(|v| v.get());
         if fields.nonce_key == TEMPO_EXPIRING_NONCE_KEY && valid_before.is_none() {
             return Err(SessionError::failed(
@@ -945,13 +945,14 @@ impl TempoSessions {
         let escrow = i.escrow.address;
         let mut opened_args = None;
         let tx = self
-            .payer_tx(credential, &open.transaction, |calls, sender| {
-                let args = open_args(calls, escrow, i.escrow.protocol)?;
-                opened_args = Some((args, sender));
+            .payer_tx(credential, &open.transaction, |tx, sender| {
+                let args = open_args(&tx.calls, escrow, i.escrow.protocol)?;
+                let nonce_hash = expiring_nonce_hash(tx, sender);
+                opened_args = Some((args, sender, nonce_hash));
                 Ok(())
             })
             .await?;
-        let Some((args, sender)) = opened_args else {
+        let Some((args, sender, nonce_hash)) = opened_args else {
             return Err(SessionError::failed(
                 "the transaction does not open a channel",
             ));
@@ -995,8 +996,6 @@ impl TempoSessions {
                 let Some(d) = descriptor else {
                     return Err(SessionError::payload("a v2 open needs its descriptor"));
                 };
-                let decoded = decode_pull(&open.transaction).map_err(charge_error)?;
-                let nonce_hash = expiring_nonce_hash(decoded.fields(), sender);
                 if d.payer != sender
                     || d.payee != args.payee
                     || d.token != args.token
@@ -1117,11 +1116,11 @@ impl TempoSessions {
         let protocol = i.escrow.protocol;
         let additional = top_up.additional_deposit;
         let tx = self
-            .payer_tx(credential, &top_up.transaction, |calls, sender| {
+            .payer_tx(credential, &top_up.transaction, |tx, sender| {
                 if sender != identity.payer {
                     return Err(SessionError::failed("only the payer tops up its channel"));
                 }
-                check_top_up_calls(calls, escrow, protocol, &identity, additional)
+                check_top_up_calls(&tx.calls, escrow, protocol, &identity, additional)
             })
             .await?;
         let receipt = self.send_payer_tx(&tx).await?;
@@ -1446,20 +1445,11 @@ fn check_approve(
 fn check_prefix(prefix: &[Call], token: Address, amount: u128) -> Result<(), SessionError> {
     match prefix.len() {
         0 => Ok(()),
-        2 if is_swap_prefix_pair(prefix) => {
-            check_swap_prefix(prefix, token, amount).map_err(charge_error)
-        }
+        2 if is_swap_pair(prefix) => check_swap_prefix(prefix, token, amount).map_err(charge_error),
         _ => Err(SessionError::failed(
             "the transaction makes calls other than the channel's",
         )),
     }
-}
-
-fn is_swap_prefix_pair(prefix: &[Call]) -> bool {
-    // `is_swap_prefix` wants the prefix followed by at least one more call.
-    let mut probe = prefix.to_vec();
-    probe.push(prefix[0].clone());
-    is_swap_prefix(&probe)
 }
 
 #[cfg(test)]
