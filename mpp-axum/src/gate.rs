@@ -1,12 +1,12 @@
 //! The HTTP adapter of the payment gate ([`mpp_core::gate`]): what the gate needs from an
 //! HTTP request (realm, scope, `Accept-Payment`, body digest, the credential from
 //! `Authorization` or `Payment-Authorization`), and the refusal rendered as a response.
-//! Every paid layer (`Charge`, and the `Session` layer to come) admits requests through
-//! [`PaidRoute::admit`].
+//! Every paid layer (`Charge`, `Session`) admits requests through [`PaidRoute::admit`].
 
 use crate::config::Mpp;
 use crate::headers::{ACCEPT_PAYMENT, PAYMENT_AUTHORIZATION};
 use crate::idempotency::{self, IDEMPOTENCY_KEY, Idempotent};
+use crate::meter::MeterConfig;
 use crate::pricing::{Price, PriceFailure};
 use crate::response::{plain_problem, refusal_response};
 use bytes::Bytes;
@@ -92,6 +92,11 @@ pub(crate) struct PaidRoute {
     pub(crate) credential_header: Option<CredentialHeader>,
     /// Settle a held payment before the inner service runs, not after its success.
     pub(crate) settle_first: bool,
+    /// A session route: management requests (see [`is_management`]) are told apart from
+    /// content, and may answer a challenge issued for another HTTP method of the target.
+    pub(crate) session: bool,
+    /// How metered responses of a session route are billed.
+    pub(crate) meter: MeterConfig,
     scope: Arc<OnceLock<RouteScope>>,
 }
 
@@ -160,6 +165,8 @@ impl PaidRoute {
             mpp: None,
             credential_header: None,
             settle_first: false,
+            session: false,
+            meter: MeterConfig::default(),
             scope: Arc::new(OnceLock::new()),
         }
     }
@@ -218,14 +225,24 @@ impl PaidRoute {
             Some(realm) => Cow::Borrowed(realm),
             None => request_host(&parts),
         };
-        let scope = self.scope(&parts);
         let accept = accept_payment(&parts);
         let header = self
             .credential_header
             .unwrap_or_else(|| mpp.default_credential_header());
+        let credential = credential(&parts, header);
+        let management = self.session && is_management(&parts, &body);
+        // A session credential on a management request answers the challenge of the stream
+        // or page it pays for (a voucher POSTed to a `GET` stream's URL): the HTTP method is
+        // not part of its scope, the target is.
+        let scope = match &credential {
+            Some(Ok(c)) if management => self.management_scope(&parts, c),
+            _ => None,
+        }
+        .unwrap_or_else(|| self.scope(&parts));
         let mut cx = RequestContext::new(&realm, gate.now())
             .scope(&scope)
-            .accept(accept.as_ref());
+            .accept(accept.as_ref())
+            .content(!management);
         if let Some(name) = header.challenge_parameter() {
             cx = cx.credential_header(name);
         }
@@ -250,7 +267,7 @@ impl PaidRoute {
         } else {
             None
         };
-        match gate.admit(&offers, credential(&parts, header), &cx).await {
+        match gate.admit(&offers, credential, &cx).await {
             Ok(mut admitted) => {
                 let held = admitted.verified.settlement.take().map(|settlement| Held {
                     settlement,
@@ -274,6 +291,15 @@ impl PaidRoute {
             }
             Err(refusal) => Err(refusal_response(&refusal)),
         }
+    }
+
+    /// The echoed scope of `credential` when it names this request's target under any HTTP
+    /// method (`None` otherwise: the request's own scope applies).
+    fn management_scope(&self, parts: &Parts, credential: &Credential) -> Option<EncodedJson> {
+        let echoed = credential.challenge.opaque.as_ref()?;
+        let (_, target) = echoed.value().get(SCOPE_KEY)?.as_str()?.split_once(' ')?;
+        let ours = request_target(&parts.uri, &parts.extensions);
+        (target == bound_target(ours).as_ref()).then(|| echoed.clone())
     }
 
     /// `{"_mppx_scope": "GET /path?query"}` for the target the client sent (before any
@@ -328,14 +354,38 @@ pub(crate) fn request_path<'a>(uri: &'a Uri, extensions: &'a Extensions) -> &'a 
     target.split_once('?').map_or(target, |(path, _)| path)
 }
 
-fn route_scope(method: &http::Method, target: &str) -> EncodedJson {
+/// Whether a session request only carries a credential to the server, asking for no content:
+/// a `HEAD`, or a `POST` without a body (how every client sends mid-stream vouchers, top-ups
+/// and closes, to the stream's URL with its query). A `POST` with a body is content, and so
+/// is every other method.
+pub(crate) fn is_management<B: Body>(parts: &Parts, body: &B) -> bool {
+    match parts.method {
+        http::Method::HEAD => true,
+        http::Method::POST => {
+            let declared_empty = parts
+                .headers
+                .get(http::header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() == b"0");
+            let chunked = parts.headers.contains_key(http::header::TRANSFER_ENCODING);
+            !chunked && (declared_empty || body.size_hint().exact() == Some(0))
+        }
+        _ => false,
+    }
+}
+
+/// The target as a scope binds it: written out, or its digest when over the limit.
+fn bound_target(target: &str) -> Cow<'_, str> {
     // A target is never written as `sha-256=...` (it starts with `/` or is `*`), so a
     // digest cannot stand for another target written out.
-    let bound = if target.len() > MAX_SCOPE_TARGET {
+    if target.len() > MAX_SCOPE_TARGET {
         Cow::Owned(mpp_core::digest::body_digest(target.as_bytes()))
     } else {
         Cow::Borrowed(target)
-    };
+    }
+}
+
+fn route_scope(method: &http::Method, target: &str) -> EncodedJson {
+    let bound = bound_target(target);
     let mut map = Map::new();
     map.insert(SCOPE_KEY.into(), Value::String(format!("{method} {bound}")));
     // A map with one string entry always canonicalizes.

@@ -131,9 +131,12 @@ mod future;
 mod gate;
 pub mod headers;
 mod idempotency;
+pub mod meter;
 mod pricing;
 mod receipt;
 mod response;
+mod serve;
+pub mod session;
 
 pub use body::PaymentBody;
 pub use charge::{Charge, ChargeLayer, charge, charge_with, try_charge};
@@ -141,8 +144,12 @@ pub use config::{ConfigError, Mpp, MppLayer, MppService};
 pub use future::ResponseFuture;
 pub use gate::CredentialHeader;
 pub use idempotency::{IDEMPOTENCY_KEY, MAX_STORED_BODY};
+pub use meter::Meter;
+#[cfg(feature = "sse")]
+pub use meter::{MeteredEvent, MeteredStream};
 pub use pricing::{PriceError, PriceFn};
 pub use receipt::{MissingPaymentLayer, PaymentReceipt};
+pub use session::{Session, SessionLayer, session, session_with, try_session};
 
 // What a price function needs, so an application needs no direct `mpp-core` dependency.
 pub use mpp_core::amount::AmountError;

@@ -36,6 +36,8 @@ pub(crate) struct PriceOptions {
     pub(crate) description: Option<String>,
     pub(crate) external_id: Option<String>,
     pub(crate) currency: Option<String>,
+    /// What one unit is (session routes).
+    pub(crate) unit_type: Option<String>,
 }
 
 impl PriceOptions {
@@ -49,6 +51,7 @@ impl PriceOptions {
         fill(&mut terms.description, &self.description);
         fill(&mut terms.external_id, &self.external_id);
         fill(&mut terms.currency, &self.currency);
+        fill(&mut terms.unit_type, &self.unit_type);
     }
 }
 
@@ -115,6 +118,7 @@ impl Price {
                     description: terms.description.take(),
                     external_id: terms.external_id.take(),
                     currency: terms.currency.take(),
+                    unit_type: terms.unit_type.take(),
                 };
                 f(&mut options);
                 options.apply(&mut terms);

@@ -56,6 +56,7 @@ pub mod gate;
 pub mod idempotency;
 pub mod jcs;
 pub mod mcp;
+pub mod metering;
 pub mod method;
 pub mod payer;
 pub mod problem;

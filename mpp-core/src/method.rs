@@ -41,9 +41,11 @@ use crate::BoxFuture;
 use crate::amount::{AmountError, DecimalAmount};
 use crate::credential::Credential;
 use crate::encoded_json::EncodedJson;
+use crate::metering::Metering;
 use crate::problem::ProblemType;
 use crate::receipt::Receipt;
 use serde_json::{Map, Value};
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// What a route charges, as declared by the application (before any method turns it into
@@ -107,6 +109,11 @@ pub struct VerifyContext<'a> {
     /// issued at or after `expires - max_lifetime`, and is refused once `now` passes
     /// `expires`. A method uses it to bound how long a single-use key must be remembered.
     pub max_lifetime: std::time::Duration,
+    /// Whether the request asks for content (default) rather than only carrying a credential
+    /// to the server (a session voucher, top-up or close on a bare `POST`, a `HEAD`). A
+    /// session method charges the route's price on a content request and answers a
+    /// management one by itself ([`Disposition::Respond`]). The transport decides.
+    pub content: bool,
 }
 
 impl<'a> VerifyContext<'a> {
@@ -125,7 +132,14 @@ impl<'a> VerifyContext<'a> {
             expires,
             now,
             max_lifetime: crate::expiry::DEFAULT_CHALLENGE_TTL + crate::expiry::DEFAULT_CLOCK_SKEW,
+            content: true,
         }
+    }
+
+    /// Sets [`VerifyContext::content`].
+    pub fn with_content(mut self, content: bool) -> Self {
+        self.content = content;
+        self
     }
 
     /// Sets [`VerifyContext::max_lifetime`] (the gate sets its own).
@@ -190,6 +204,9 @@ pub struct Verified {
     /// The money-taking half, when the method verified and holds the payment but takes the
     /// money only when asked ([`Verified::settle_later`]); `None` when it is settled already.
     pub settlement: Option<Settlement>,
+    /// How the response bills more units (a session's metered stream), when the method
+    /// offers it.
+    pub metering: Option<Arc<dyn Metering>>,
 }
 
 impl Verified {
@@ -202,6 +219,7 @@ impl Verified {
             decimals: None,
             disposition: Disposition::Serve,
             settlement: None,
+            metering: None,
         }
     }
 
@@ -236,6 +254,12 @@ impl Verified {
     /// to settle first), so a failed request takes no money.
     pub fn settle_later(mut self, settle: impl Settle) -> Self {
         self.settlement = Some(Settlement(Box::new(settle)));
+        self
+    }
+
+    /// Lets the response bill more units (see [`Metering`]).
+    pub fn with_metering(mut self, metering: Arc<dyn Metering>) -> Self {
+        self.metering = Some(metering);
         self
     }
 }

@@ -30,6 +30,7 @@
 use crate::BoxFuture;
 use crate::challenge::Challenge;
 use crate::credential::Credential;
+use crate::receipt::Receipt;
 
 /// Why a payer could not answer a challenge.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -56,5 +57,44 @@ pub trait Payer: Send + Sync {
     /// answer.
     fn choose<'c>(&self, challenges: &'c [Challenge]) -> Option<&'c Challenge> {
         challenges.iter().find(|c| self.supports(c))
+    }
+}
+
+/// A [`Payer`] of the `session` intent (payment channels): besides answering challenges
+/// ([`Payer::pay`] opens a channel, then signs one voucher per request), it answers the
+/// `payment-need-voucher` events of a metered stream, closes the channel, and keeps track of
+/// the receipts the server sends. Transport-independent: an HTTP client POSTs the
+/// credentials it returns to the stream's URL; any other transport sends them its own way.
+///
+/// The receipts and events are server data: implementations check them and answer with a
+/// [`PayError`], never a panic.
+pub trait SessionPayer: Payer {
+    /// Answers a `payment-need-voucher` event (`event` is the event's `data`, JSON) of a
+    /// stream admitted with `challenge`: the credentials to send, in order (a top-up first
+    /// when the deposit cannot cover the voucher, then the voucher). Each is answered by the
+    /// server on its own (`204` with a receipt).
+    fn need_voucher<'a>(
+        &'a self,
+        challenge: &'a Challenge,
+        event: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<Credential>, PayError>>;
+
+    /// A `close` credential for the channel `challenge` pays into, for what the receipts
+    /// seen so far say was accepted or spent.
+    fn close<'a>(&'a self, challenge: &'a Challenge)
+    -> BoxFuture<'a, Result<Credential, PayError>>;
+
+    /// Records a receipt the server sent for a payment of `challenge` (a `Payment-Receipt`
+    /// header, a `payment-receipt` event). An error means the receipt is one the payer must
+    /// not trust (e.g. it claims more was accepted than was ever signed).
+    fn record_receipt(&self, challenge: &Challenge, receipt: &Receipt) -> Result<(), PayError> {
+        let _ = (challenge, receipt);
+        Ok(())
+    }
+
+    /// The server refused a credential answering `challenge` with `status` (e.g. `410`: the
+    /// channel is unknown or closed), so the payer can drop what it no longer has.
+    fn refused(&self, challenge: &Challenge, status: u16) {
+        let _ = (challenge, status);
     }
 }

@@ -14,6 +14,13 @@
 //! println!("{} paid with {:?}", paid.response.status(), paid.payment.map(|p| p.receipt));
 //! # Ok(()) }
 //! ```
+//!
+//! Sessions (payment channels: one open, then a voucher per request or per streamed unit)
+//! go through [`SessionClient`], which also reads metered SSE streams and closes the channel.
+
+mod session;
+
+pub use session::{SessionClient, SessionEvents};
 
 use mpp_core::receipt::PAYMENT_RECEIPT;
 use mpp_core::{Challenge, Payer, Receipt};
@@ -40,6 +47,10 @@ pub enum PayError {
     /// The payer could not pay.
     #[error("payment: {0}")]
     Payer(#[from] mpp_core::payer::PayError),
+    /// A session exchange failed: a stream or a voucher, top-up or close was refused, or the
+    /// server sent something unreadable (the message says which).
+    #[error("session: {0}")]
+    Session(String),
 }
 
 /// A payment made for a request.
@@ -114,27 +125,37 @@ impl PaymentClient {
             return Err(PayError::Unsupported(offered.join(", ")));
         };
         let credential = self.payer.pay(&challenge).await?;
-        // Draft -01 servers may name another header for the credential.
-        let header = match challenge.header.as_deref() {
-            Some(name) => HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| PayError::NoChallenge(format!("bad `header` parameter `{name}`")))?,
-            None => AUTHORIZATION,
-        };
+        let header = credential_header(&challenge)?;
         tracing::debug!(method = %challenge.method, intent = %challenge.intent, "paying and retrying");
         let response = retry
             .header(header, credential.to_authorization())
             .send()
             .await?;
-        let receipt = response
-            .headers()
-            .get(PAYMENT_RECEIPT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| Receipt::from_header_value(v).ok());
+        let receipt = receipt_of(&response);
         Ok(PaidResponse {
             response,
             payment: Some(Payment { challenge, receipt }),
         })
     }
+}
+
+/// The header a credential for `challenge` goes in: `Authorization`, unless a draft -01
+/// server names another.
+fn credential_header(challenge: &Challenge) -> Result<HeaderName, PayError> {
+    match challenge.header.as_deref() {
+        Some(name) => HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| PayError::NoChallenge(format!("bad `header` parameter `{name}`"))),
+        None => Ok(AUTHORIZATION),
+    }
+}
+
+/// The response's `Payment-Receipt`, when it carries a readable one.
+fn receipt_of(response: &Response) -> Option<Receipt> {
+    response
+        .headers()
+        .get(PAYMENT_RECEIPT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| Receipt::from_header_value(v).ok())
 }
 
 fn challenges(response: &Response) -> Result<Vec<Challenge>, PayError> {

@@ -41,7 +41,8 @@
 //! - [`ChainClient`]: JSON-RPC access to the node, below the intents, with its own
 //!   [`ChainError`].
 //! - `client` (feature `client`): [`client::TempoPayer`], an [`mpp_core::Payer`] that pays
-//!   Tempo challenges.
+//!   Tempo challenges, and `session::TempoSessionPayer`, which pays sessions (opens a
+//!   channel, then pays with vouchers).
 //! - `testing` (feature `testing`): a local `anvil --network tempo` node for tests.
 //!
 //! Features: `sqlite` and `postgres` (both default) gate [`store::SqliteStore`] and

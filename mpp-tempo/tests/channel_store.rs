@@ -1254,6 +1254,99 @@ async fn postgres_two_instances() {
     schema.drop().await;
 }
 
+/// Another instance's changes that can unblock a waiting stream reach a watcher (Postgres
+/// `LISTEN/NOTIFY`); charges and reservations, the frequent writes, do not notify.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_changes_reach_other_instances() {
+    let Some(url) = pg_url() else { return };
+    let schema = PgSchema::new(&url).await;
+    let (watcher, writer) = tokio::join!(schema.store(), schema.store());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let _watch = watcher
+        .watch(Arc::new(move |id| {
+            let _ = tx.send(id);
+        }))
+        .expect("Postgres pushes channel changes");
+    let ch = funded(&writer, 1_000, 100).await;
+    let id = ch.id();
+    let wait = Duration::from_secs(5);
+    // The listener connects in the background: keep raising the voucher until it is heard.
+    let mut amount = 100;
+    let heard = loop {
+        amount += 10;
+        assert!(amount < 1_000, "no notification arrived");
+        let VoucherOutcome::Accepted(_) = writer
+            .accept_voucher(id, &voucher(amount), 0)
+            .await
+            .unwrap()
+        else {
+            panic!("voucher refused")
+        };
+        // Other tests' channels notify on the same database: only this one counts.
+        if let Ok(Some(heard)) =
+            tokio::time::timeout(Duration::from_millis(200), next_for(&mut rx, id)).await
+        {
+            break heard;
+        }
+    };
+    assert_eq!(heard, id);
+    while rx.try_recv().is_ok() {}
+    // A charge and a reservation: nothing to wake anybody for.
+    let ChargeOutcome::Charged(_) = writer.charge(id, Charge::one(5)).await.unwrap() else {
+        panic!("charge refused")
+    };
+    let ReserveOutcome::Reserved { .. } = writer
+        .reserve(id, "s", 10, Duration::from_secs(60))
+        .await
+        .unwrap()
+    else {
+        panic!("reserve refused")
+    };
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), next_for(&mut rx, id))
+            .await
+            .is_err(),
+        "a charge or a reservation notified"
+    );
+    // Released headroom, a top-up, a voucher, a close: each is heard, within the wait.
+    writer.release(id, "s").await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(wait, next_for(&mut rx, id))
+            .await
+            .unwrap(),
+        Some(id)
+    );
+    writer.record_deposit(id, 2_000).await.unwrap();
+    assert_eq!(
+        tokio::time::timeout(wait, next_for(&mut rx, id))
+            .await
+            .unwrap(),
+        Some(id)
+    );
+    writer
+        .mark_closing(id, OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert_eq!(
+        tokio::time::timeout(wait, next_for(&mut rx, id))
+            .await
+            .unwrap(),
+        Some(id)
+    );
+    schema.drop().await;
+}
+
+/// The next notification for `id`, skipping other channels'.
+async fn next_for(rx: &mut tokio::sync::mpsc::UnboundedReceiver<B256>, id: B256) -> Option<B256> {
+    loop {
+        match rx.recv().await {
+            Some(heard) if heard == id => return Some(heard),
+            Some(_) => continue,
+            None => return None,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Random sequences against a model
 

@@ -9,10 +9,12 @@
 //!     cargo run -p mpp-example-paid-api
 //! ```
 //!
-//! Each feature adds its routes in a module of its own: `fortune` (one-time charges).
-//! `settings` reads the environment.
+//! Each feature adds its routes in a module of its own: `fortune` (one-time charges),
+//! `sessions` (pay-as-you-go over a payment channel, with a per-token SSE stream; served when
+//! `MPP_ESCROW` is set). `settings` reads the environment.
 
 mod fortune;
+mod sessions;
 mod settings;
 
 use anyhow::Context as _;
@@ -29,8 +31,14 @@ async fn main() -> anyhow::Result<()> {
         )
         .init();
     let settings = Settings::from_env()?;
-    let mpp = settings.mpp()?.method(settings.tempo().await?);
-    let app = app(&mpp)?;
+    // The secret first: without it nothing else is worth connecting to.
+    let mpp = settings.mpp()?;
+    let (tempo, sessions) = settings.tempo().await?;
+    let mut mpp = mpp.method(tempo);
+    if let Some(sessions) = &sessions {
+        mpp = mpp.method(sessions.sessions.clone());
+    }
+    let app = app(&mpp, sessions.is_some())?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", settings.port))
         .await
         .context("bind")?;
@@ -40,9 +48,12 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Every feature's routes, the free ones, and the payment configuration around them.
-fn app(mpp: &Mpp) -> Result<Router, mpp_axum::ConfigError> {
-    Ok(Router::new()
-        .merge(fortune::routes(mpp)?)
+fn app(mpp: &Mpp, sessions: bool) -> Result<Router, mpp_axum::ConfigError> {
+    let mut app = Router::new().merge(fortune::routes(mpp)?);
+    if sessions {
+        app = app.merge(sessions::routes(mpp)?);
+    }
+    Ok(app
         .route("/health", get(|| async { "ok" }))
         .layer(mpp.layer()))
 }

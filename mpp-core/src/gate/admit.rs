@@ -23,6 +23,7 @@ pub struct RequestContext<'a> {
     body: Option<&'a [u8]>,
     accept: Option<&'a AcceptPayment>,
     credential_header: Option<&'a str>,
+    content: bool,
     now: OffsetDateTime,
 }
 
@@ -35,8 +36,17 @@ impl<'a> RequestContext<'a> {
             body: None,
             accept: None,
             credential_header: None,
+            content: true,
             now,
         }
+    }
+
+    /// Marks the request as management (`false`): it carries a credential to the server but
+    /// asks for no content (see [`VerifyContext::content`]). Default `true`.
+    #[must_use]
+    pub fn content(mut self, content: bool) -> Self {
+        self.content = content;
+        self
     }
 
     /// The request header credentials must travel in (draft -01 `header` parameter, e.g.
@@ -229,7 +239,8 @@ impl PaymentGate {
             }
         };
         let ctx = VerifyContext::new(&credential, cx.realm, expires, cx.now)
-            .with_max_lifetime(self.max_lifetime());
+            .with_max_lifetime(self.max_lifetime())
+            .with_content(cx.content);
         match offer.method().verify(ctx).await {
             Ok(verified) => {
                 tracing::info!(

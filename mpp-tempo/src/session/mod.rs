@@ -16,7 +16,8 @@
 //!   [`check_descriptor`], [`check_source`]: the checks every v2 action shares.
 //! - [`SessionReceipt`], [`NeedVoucher`]: what the server answers with.
 //! - [`SessionError`]: every refusal, with its `session/*` problem type and status.
-//! - `client` (feature `client`): voucher signing and payload builders for payers.
+//! - `client` (feature `client`): voucher signing and payload builders for payers, and
+//!   `TempoSessionPayer`, the `mpp_core` payer that opens channels and pays with vouchers.
 //! - [`store`]: channel state ([`store::ChannelStore`]) in memory, SQLite or Postgres, every
 //!   change one conditional update per channel.
 
@@ -26,6 +27,9 @@ mod channel;
 pub mod client;
 mod error;
 mod escrow;
+mod method;
+#[cfg(feature = "client")]
+mod payer;
 mod payload;
 mod receipt;
 mod server;
@@ -34,6 +38,7 @@ mod settler;
 pub mod store;
 mod terms;
 mod voucher;
+mod wake;
 mod wire;
 
 pub use channel::{
@@ -42,6 +47,9 @@ pub use channel::{
 };
 pub use error::SessionError;
 pub use escrow::OnChainState;
+pub use method::{DEFAULT_POLL_INTERVAL, DEFAULT_UNIT_TYPE};
+#[cfg(feature = "client")]
+pub use payer::{ChannelSnapshot, SessionVoucher, TempoSessionPayer};
 pub use payload::{
     ClosePayload, MAX_TRANSACTION_BYTES, OpenPayload, PayloadError, SessionPayload, TopUpPayload,
     VoucherPayload, check_descriptor, check_source,

@@ -34,9 +34,10 @@ use super::abi::v2::ITIP20ChannelReserve as V2;
 use super::escrow::{Escrow, OnChainState};
 use super::server_key::{ServerKey, ServerTxError};
 use super::store::{
-    Channel, ChannelIdentity, ChannelStore, ChannelStoreError, Charge, ChargeOutcome, CloseOutcome,
-    DepositOutcome, NewChannel, OpenOutcome, Voucher, VoucherOutcome,
+    ChangeWatch, Channel, ChannelIdentity, ChannelStore, ChannelStoreError, Charge, ChargeOutcome,
+    CloseOutcome, DepositOutcome, NewChannel, OpenOutcome, Voucher, VoucherOutcome,
 };
+use super::wake::Wakeups;
 use super::{
     ChannelDescriptor, SessionError, SessionPayload, SessionProtocol, SessionReceipt,
     TIP20_CHANNEL_RESERVE, TempoSessionRequest, V1Channel, VoucherDomain, VoucherState,
@@ -78,6 +79,7 @@ pub struct SessionConfig {
     channel_state_ttl: Duration,
     retention: Duration,
     sponsor: bool,
+    poll_interval: Duration,
 }
 
 impl std::fmt::Debug for SessionConfig {
@@ -107,6 +109,7 @@ impl SessionConfig {
             channel_state_ttl: DEFAULT_CHANNEL_STATE_TTL,
             retention: DEFAULT_CHANNEL_RETENTION,
             sponsor: true,
+            poll_interval: super::method::DEFAULT_POLL_INTERVAL,
         }
     }
 
@@ -166,6 +169,15 @@ impl SessionConfig {
     /// (default: yes, when the method has one).
     pub fn sponsor(mut self, sponsor: bool) -> Self {
         self.sponsor = sponsor;
+        self
+    }
+
+    /// How often a stream waiting for a voucher re-reads its channel when no wake-up comes
+    /// (default 500 ms). Vouchers accepted by this process wake it at once, and so do those
+    /// accepted by another instance on a Postgres store (`LISTEN/NOTIFY`); this is the
+    /// fallback for other stores shared between processes.
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval;
         self
     }
 
@@ -236,9 +248,13 @@ impl SessionConfig {
         } else {
             None
         };
+        let wakeups = Arc::new(Wakeups::default());
+        let waker = Arc::clone(&wakeups);
+        let watch = store.watch(Arc::new(move |id| waker.wake(id)));
         tracing::info!(
             protocol = %self.protocol,
             escrow = %self.escrow,
+            cross_instance_wakeups = watch.is_some(),
             server_key = ?server_key.as_ref().map(ServerKey::address),
             "tempo sessions ready"
         );
@@ -260,6 +276,10 @@ impl SessionConfig {
                 retention: self.retention,
                 broadcast_timeout: tempo.broadcast_timeout(),
                 cache: StateCache::default(),
+                decimals: tempo.decimals(),
+                wakeups,
+                _watch: watch,
+                poll_interval: self.poll_interval,
             }),
         })
     }
@@ -282,6 +302,11 @@ pub(crate) struct Inner {
     retention: Duration,
     pub(crate) broadcast_timeout: Duration,
     pub(crate) cache: StateCache,
+    pub(crate) decimals: u8,
+    pub(crate) wakeups: Arc<Wakeups>,
+    pub(crate) poll_interval: Duration,
+    /// Forwards other instances' channel changes to `wakeups` while the service lives.
+    _watch: Option<ChangeWatch>,
 }
 
 /// The session service (cheap to clone). See the [module docs](self).
@@ -398,7 +423,7 @@ fn charge_error(e: ChargeError) -> SessionError {
     }
 }
 
-fn closed_error(channel: &Channel) -> SessionError {
+pub(crate) fn closed_error(channel: &Channel) -> SessionError {
     if channel.state.is_finalized() {
         SessionError::ChannelFinalized("the channel is finalized".into())
     } else {
@@ -526,7 +551,7 @@ impl TempoSessions {
             )?),
             SessionProtocol::V1 => None,
         };
-        match &payload {
+        let verified = match &payload {
             SessionPayload::Open(open) => self.open(&credential, &domain, open, descriptor).await,
             SessionPayload::TopUp(top_up) => self.top_up(&credential, top_up).await,
             SessionPayload::Voucher(voucher) => {
@@ -540,7 +565,10 @@ impl TempoSessions {
                 .await
             }
             SessionPayload::Close(close) => self.close(&domain, close).await,
-        }
+        }?;
+        // Streams of this process waiting on the channel re-check it now.
+        i.wakeups.wake(verified.channel.id());
+        Ok(verified)
     }
 
     /// Charges `units` at `price` base units each against the channel: atomically, only if
@@ -586,6 +614,12 @@ impl TempoSessions {
             .ok_or_else(|| {
                 SessionError::ChannelNotFound("this server knows no such channel".into())
             })?;
+        if !self.owns(&channel) {
+            // Another service's channel in a shared store: not one this server knows.
+            return Err(SessionError::ChannelNotFound(
+                "this server knows no such channel".into(),
+            ));
+        }
         if let Some(descriptor) = descriptor
             && *descriptor != channel.descriptor.descriptor()
         {

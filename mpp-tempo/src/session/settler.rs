@@ -158,8 +158,23 @@ impl TempoSessions {
             .await
             .map_err(|e| SessionError::Unavailable(e.to_string()))?
             .ok_or_else(|| SessionError::ChannelNotFound("no such channel".into()))?;
+        if !self.owns(&channel) {
+            return Err(SessionError::ChannelNotFound(
+                "the channel belongs to another escrow or chain".into(),
+            ));
+        }
         self.settle_channel(&channel, SettlementTrigger::OnDemand)
             .await
+    }
+
+    /// Whether `channel` is on this service's escrow, protocol and chain: a store may be
+    /// shared by services on other escrows, whose channels this one must never read (from
+    /// its own escrow they would look closed) or settle.
+    pub(crate) fn owns(&self, channel: &Channel) -> bool {
+        let id = &channel.descriptor;
+        id.escrow == self.inner.escrow.address
+            && id.protocol == self.inner.escrow.protocol
+            && id.chain_id == self.inner.chain_id
     }
 
     /// One pass of the schedule: settles every channel that is due, closes those the payer
@@ -181,7 +196,7 @@ impl TempoSessions {
             .await
             .map_err(|e| SessionError::Unavailable(e.to_string()))?;
         let mut reports = Vec::new();
-        for channel in candidates {
+        for channel in candidates.into_iter().filter(|c| self.owns(c)) {
             let trigger = if matches!(channel.state, ChannelState::Closing { .. }) {
                 SettlementTrigger::CloseRequested
             } else if is_due(&channel, schedule, now) {
@@ -233,6 +248,8 @@ impl TempoSessions {
                         .mark_closing(channel_id, OffsetDateTime::now_utc())
                         .await
                         .map_err(|e| SessionError::Unavailable(e.to_string()))?;
+                    // Streams on it stop waiting for vouchers and end.
+                    i.wakeups.wake(channel_id);
                     tracing::info!(channel = %channel_id, "the payer requested a close on chain; closing before the grace period ends");
                     marked += 1;
                 }

@@ -672,6 +672,35 @@ pub trait ChannelStore: Send + Sync + 'static {
     /// nothing unsettled (`highest_voucher == settled`), and nothing reserved. A row holding
     /// an unsettled voucher is never deleted, however old.
     fn purge(&self) -> BoxFuture<'_, ChannelResult<PurgeReport>>;
+
+    /// Starts telling `on_change` the ids of channels that any process sharing this store
+    /// changed in a way that can unblock a waiting stream (a higher voucher, a larger
+    /// deposit, a state change, released headroom), when the store can push them (Postgres:
+    /// `LISTEN/NOTIFY`). `None` (the default): it cannot, and waiting streams poll.
+    fn watch(&self, on_change: ChangeCallback) -> Option<ChangeWatch> {
+        let _ = on_change;
+        None
+    }
+}
+
+/// What [`ChannelStore::watch`] calls with each changed channel's id.
+pub type ChangeCallback = std::sync::Arc<dyn Fn(B256) + Send + Sync>;
+
+/// A running [`ChannelStore::watch`]: stops when dropped.
+#[derive(Debug)]
+pub struct ChangeWatch(tokio::task::JoinHandle<()>);
+
+impl ChangeWatch {
+    /// Watches with `task` until dropped.
+    pub fn new(task: tokio::task::JoinHandle<()>) -> Self {
+        Self(task)
+    }
+}
+
+impl Drop for ChangeWatch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 impl<T: ChannelStore + ?Sized> ChannelStore for Arc<T> {
@@ -778,5 +807,9 @@ impl<T: ChannelStore + ?Sized> ChannelStore for Arc<T> {
 
     fn purge(&self) -> BoxFuture<'_, ChannelResult<PurgeReport>> {
         (**self).purge()
+    }
+
+    fn watch(&self, on_change: ChangeCallback) -> Option<ChangeWatch> {
+        (**self).watch(on_change)
     }
 }

@@ -24,9 +24,10 @@ use time::OffsetDateTime;
 use super::logic::{self, Step, Write, time_to_ms};
 use super::row::{Encoded, RawChannel, channel_key, encode, plain_amount};
 use super::{
-    CancelCloseOutcome, Channel, ChannelResult, ChannelStore, Charge, ChargeOutcome, CloseOutcome,
-    Commit, CommitOutcome, DepositOutcome, FinalizeOutcome, NewChannel, OpenOutcome, PurgeReport,
-    ReserveOutcome, SettlementOutcome, SettlementQuery, Voucher, VoucherOutcome, with_deadline,
+    CancelCloseOutcome, ChangeCallback, ChangeWatch, Channel, ChannelResult, ChannelStore, Charge,
+    ChargeOutcome, CloseOutcome, Commit, CommitOutcome, DepositOutcome, FinalizeOutcome,
+    NewChannel, OpenOutcome, PurgeReport, ReserveOutcome, SettlementOutcome, SettlementQuery,
+    Voucher, VoucherOutcome, with_deadline,
 };
 use crate::store::{PgStore, StoreError, one_row};
 
@@ -517,5 +518,50 @@ impl ChannelStore for PgStore {
                 Ok(report)
             },
         ))
+    }
+
+    fn watch(&self, on_change: ChangeCallback) -> Option<ChangeWatch> {
+        let pool = self.pool().clone();
+        Some(ChangeWatch::new(tokio::spawn(listen(pool, on_change))))
+    }
+}
+
+/// The channel `0005_channel_notify.sql` notifies.
+const NOTIFY_CHANNEL: &str = "mpp_session_channels";
+
+/// Forwards the ids `LISTEN mpp_session_channels` receives, reconnecting after a failure
+/// (waiting streams poll meanwhile, so a lost notification only delays one).
+async fn listen(pool: sqlx::PgPool, on_change: ChangeCallback) {
+    let mut pause = Duration::from_millis(250);
+    loop {
+        let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for channel changes; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(NOTIFY_CHANNEL).await {
+            tracing::warn!(error = %e, "cannot listen for channel changes; retrying");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(10));
+            continue;
+        }
+        tracing::debug!("listening for channel changes");
+        pause = Duration::from_millis(250);
+        loop {
+            match listener.recv().await {
+                Ok(notification) => match crate::hex::parse_b256(notification.payload()) {
+                    Some(id) => on_change(id),
+                    None => tracing::warn!("a channel change names no channel id"),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "channel change listener failed; reconnecting");
+                    break;
+                }
+            }
+        }
     }
 }
