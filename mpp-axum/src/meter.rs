@@ -1,7 +1,7 @@
 //! [`Meter`]: per-unit billing of a session route's response, and the metered SSE stream
 //! (an adapter over axum's [`Sse`]/[`Event`], the way axum's keep-alive is one).
 //!
-//! A handler behind [`session`](crate::session) takes a `Meter` and turns its stream of
+//! A handler behind [`session`](crate::session()) takes a `Meter` and turns its stream of
 //! items into a billed SSE response. Each item costs one unit unless it says otherwise; the
 //! unit charged when the request was admitted pays for the first item; headroom is reserved
 //! in blocks and what was sent is committed in batches, atomically in the channel store,
@@ -70,7 +70,7 @@ impl Default for MeterConfig {
 }
 
 /// Bills the units of a session request's response: an extractor, present on routes behind
-/// a [`session`](crate::session) layer (a `500` elsewhere, like
+/// a [`session`](crate::session()) layer (a `500` elsewhere, like
 /// [`PaymentReceipt`](crate::PaymentReceipt)). See the [module docs](self).
 #[derive(Clone)]
 pub struct Meter {

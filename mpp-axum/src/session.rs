@@ -100,8 +100,8 @@ where
 
 impl Mpp {
     /// A [`session`] bound to this configuration and checked now: a price no method can
-    /// offer as a session is an error here, at start-up. See the [`session`](crate::session)
-    /// module docs for an example.
+    /// offer as a session is an error here, at start-up. See the
+    /// [module docs](mod@crate::session) for an example.
     pub fn session(&self, price: &str) -> Result<SessionLayer, ConfigError> {
         try_session(price)?.bind(self)
     }
@@ -116,7 +116,7 @@ impl Mpp {
 }
 
 /// Layer that applies [`Session`]; see [`session()`] for the forms and the
-/// [module docs](crate::session) for an example.
+/// [module docs](mod@crate::session) for an example.
 ///
 /// # Panics
 ///
@@ -229,7 +229,7 @@ impl<S> Layer<S> for SessionLayer {
 /// Middleware that serves a route pay-as-you-go over payment channels: `402` until a
 /// session credential comes; management credentials answered `204`; content charged one
 /// unit on success, and more through [`Meter`](crate::Meter). See the
-/// [module docs](crate::session).
+/// [module docs](mod@crate::session).
 #[derive(Debug, Clone)]
 pub struct Session<S> {
     inner: S,
