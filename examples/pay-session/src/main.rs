@@ -19,9 +19,14 @@ use mpp_tempo::session::TempoSessionPayer;
 
 /// Dev account 0 of `anvil --network tempo` (a public test key: never hold real funds with it).
 const DEV_PAYER_KEY: &str = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
-/// The most the payer locks in a channel: 0.002 of a 6-decimal token, so the 20-token stream
-/// (0.0001 each) after four pings (0.001 each) needs vouchers and a top-up mid-way.
-const MAX_DEPOSIT: u128 = 5_000;
+/// The most the payer locks in a channel: 0.02 of a 6-decimal token. The server suggests
+/// 0.01, which covers four pings (0.001 each) and the 20-token stream (0.0001 each); the
+/// vouchers still come one by one, as the stream asks for them.
+const MAX_DEPOSIT: u128 = 20_000;
+/// Gas for the open (approve + open: about 1.6M on a first open).
+const OPEN_GAS: u64 = 2_000_000;
+/// Gas for a top-up (about 0.3M).
+const TOP_UP_GAS: u64 = 500_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -37,8 +42,13 @@ async fn main() -> anyhow::Result<()> {
         .trim_start_matches("0x")
         .parse()
         .context("PAYER_KEY: expected a 32-byte hex private key")?;
-    // A local node's escrow is not a network default: accept the one the server names.
-    let payer = TempoSessionPayer::new(signer, &rpc_url, MAX_DEPOSIT)?.allow_custom_escrow(true);
+    // A local node's escrow is not a network default: accept the one the server names. A
+    // local node cannot estimate an approve + open batch (it estimates the last call alone),
+    // so the channel transactions get fixed gas limits (fees are paid on gas used).
+    let payer = TempoSessionPayer::new(signer, &rpc_url, MAX_DEPOSIT)?
+        .allow_custom_escrow(true)
+        .open_gas_limit(OPEN_GAS)
+        .top_up_gas_limit(TOP_UP_GAS);
     println!(
         "payer {:#x}, deposits at most {MAX_DEPOSIT} base units",
         payer.address()
@@ -60,13 +70,13 @@ async fn main() -> anyhow::Result<()> {
         };
         println!(
             "{what}: {status}, spent {} of {} accepted, {} units{}",
-            receipt.extra["spent"],
-            receipt.extra["acceptedCumulative"],
-            receipt.extra["units"],
+            field(&receipt, "spent"),
+            field(&receipt, "acceptedCumulative"),
+            field(&receipt, "units"),
             receipt
                 .extra
                 .get("txHash")
-                .map(|tx| format!(", open tx {tx}"))
+                .map(|_| format!(", open tx {}", field(&receipt, "txHash")))
                 .unwrap_or_default()
         );
     }
@@ -86,8 +96,8 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "{words} tokens, {} vouchers sent mid-stream; final receipt: spent {}, {} units",
         stream.vouchers(),
-        receipt.extra["spent"],
-        receipt.extra["units"]
+        field(&receipt, "spent"),
+        field(&receipt, "units")
     );
     if words != 20 {
         bail!("expected 20 tokens, got {words}");
@@ -96,8 +106,17 @@ async fn main() -> anyhow::Result<()> {
     let closed = client.close(&ping).await?;
     println!(
         "channel closed on chain: tx {}, the payee was paid {} base units",
-        closed.extra.get("txHash").cloned().unwrap_or_default(),
-        closed.extra["spent"]
+        field(&closed, "txHash"),
+        field(&closed, "spent")
     );
     Ok(())
+}
+
+/// A receipt field as text (strings without their quotes).
+fn field(receipt: &mpp_core::Receipt, name: &str) -> String {
+    match receipt.extra.get(name) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => "-".to_owned(),
+    }
 }

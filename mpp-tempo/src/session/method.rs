@@ -21,7 +21,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::receipt::{NeedVoucher, SESSION_INTENT};
-use super::server::{TempoSessions, closed_error};
+use super::server::{TempoSessions, closed_error, store_fault};
 use super::store::{
     Channel, ChannelStore, ChannelStoreError, Charge, ChargeOutcome, Commit, CommitOutcome,
     ReserveOutcome,
@@ -180,13 +180,6 @@ impl TempoSessions {
                 taken: false,
             })
             .with_metering(Arc::new(meter)))
-    }
-}
-
-fn store_fault(e: ChannelStoreError) -> SessionError {
-    match e {
-        ChannelStoreError::Store(e) => SessionError::Unavailable(e.to_string()),
-        ChannelStoreError::Invalid(m) => SessionError::Config(m),
     }
 }
 

@@ -397,7 +397,7 @@ fn unavailable(e: ChainError) -> SessionError {
     }
 }
 
-fn store_fault(e: ChannelStoreError) -> SessionError {
+pub(crate) fn store_fault(e: ChannelStoreError) -> SessionError {
     match e {
         ChannelStoreError::Store(e) => SessionError::Unavailable(e.to_string()),
         ChannelStoreError::Invalid(m) => SessionError::Config(m),
