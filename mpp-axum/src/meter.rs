@@ -50,7 +50,7 @@ pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(15);
 pub const DEFAULT_MAX_BLOCK: u64 = 256;
 
 /// How a session route's streams are metered (set on the layer).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct MeterConfig {
     pub(crate) voucher_wait: Duration,
     pub(crate) keep_alive: Duration,

@@ -50,9 +50,7 @@ where
                 };
             }
             if let Some(metering) = admitted.verified.metering.clone() {
-                parts
-                    .extensions
-                    .insert(Meter::new(metering, route.meter.clone()));
+                parts.extensions.insert(Meter::new(metering, route.meter));
             }
             parts.extensions.insert(PaymentReceipt::from(admitted));
             let mut response = match inner.call(Request::from_parts(parts, body)).await {

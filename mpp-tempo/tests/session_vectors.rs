@@ -394,7 +394,11 @@ fn receipt_vectors() {
     // The vector's key order is mppx's, and serde_json keeps it when printing a Value parsed
     // with `preserve_order`; compare with the header instead, which is exact.
     assert_eq!(receipt.to_header_value(), s(&case["header"]));
-    assert_eq!(receipt.to_sse_event(), s(&case["sseEvent"]));
+    // The frame itself is written by the SSE layer (axum's `Event`); its data is this JSON.
+    assert_eq!(
+        format!("event: payment-receipt\ndata: {}\n\n", receipt.to_json_string()),
+        s(&case["sseEvent"])
+    );
     assert_eq!(
         serde_json::from_str::<Value>(&receipt.to_json_string()).unwrap(),
         *json

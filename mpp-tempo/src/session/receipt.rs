@@ -103,13 +103,6 @@ impl SessionReceipt {
         mpp_core::base64url::encode(self.to_json_string())
     }
 
-    /// The SSE frame `event: payment-receipt\ndata: <json>\n\n`.
-    pub fn to_sse_event(&self) -> String {
-        format!(
-            "event: payment-receipt\ndata: {}\n\n",
-            self.to_json_string()
-        )
-    }
 
     /// The receipt as the gate's [`Receipt`] (`reference` = channel id, the session fields
     /// as extras).
@@ -251,11 +244,4 @@ impl NeedVoucher {
         )
     }
 
-    /// The SSE frame `event: payment-need-voucher\ndata: <json>\n\n`.
-    pub fn to_sse_event(&self) -> String {
-        format!(
-            "event: payment-need-voucher\ndata: {}\n\n",
-            self.to_json_string()
-        )
-    }
 }
