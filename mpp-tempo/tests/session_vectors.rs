@@ -396,7 +396,10 @@ fn receipt_vectors() {
     assert_eq!(receipt.to_header_value(), s(&case["header"]));
     // The frame itself is written by the SSE layer (axum's `Event`); its data is this JSON.
     assert_eq!(
-        format!("event: payment-receipt\ndata: {}\n\n", receipt.to_json_string()),
+        format!(
+            "event: payment-receipt\ndata: {}\n\n",
+            receipt.to_json_string()
+        ),
         s(&case["sseEvent"])
     );
     assert_eq!(

@@ -103,7 +103,6 @@ impl SessionReceipt {
         mpp_core::base64url::encode(self.to_json_string())
     }
 
-
     /// The receipt as the gate's [`Receipt`] (`reference` = channel id, the session fields
     /// as extras).
     pub fn to_receipt(&self) -> Receipt {
@@ -243,5 +242,4 @@ impl NeedVoucher {
             self.channel_id, self.required_cumulative, self.accepted_cumulative, self.deposit
         )
     }
-
 }
