@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs the pinned local Tempo node (anvil), cast and the mppx interop peer into
-# tools/devnet/node_modules (npm registry only; the platform binary ships inside the package).
+# Installs the pinned local Tempo node (anvil), cast, the mppx and MCP SDK interop peers and
+# an OpenAPI schema validator into tools/devnet/node_modules (npm registry only; the platform binary ships inside the package).
 # Idempotent: skips npm when the pinned anvil is already there.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 anvil="$root/tools/devnet/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
-if [[ -x "$anvil" && -d "$root/tools/devnet/node_modules/mppx" ]]; then
+modules="$root/tools/devnet/node_modules"
+if [[ -x "$anvil" && -d "$modules/mppx" && -d "$modules/@modelcontextprotocol/sdk" \
+    && -d "$modules/@seriousme/openapi-schema-validator" ]]; then
     exit 0
 fi
 command -v npm >/dev/null || { echo "devnet-install: npm is required (Node.js 20+)" >&2; exit 1; }
