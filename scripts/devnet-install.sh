@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the pinned local Tempo node (anvil), cast, the mppx and MCP SDK interop peers and
-# an OpenAPI schema validator into tools/devnet/node_modules (npm registry only; the platform binary ships inside the package).
-# Idempotent: skips npm when the pinned anvil is already there.
+# an OpenAPI schema validator into tools/devnet/node_modules (npm registry only; the platform
+# binary ships inside the package). Idempotent: skips npm when all of them are there.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 anvil="$root/tools/devnet/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
