@@ -3,7 +3,7 @@
 //! `Authorization` or `Payment-Authorization`), and the refusal rendered as a response.
 //! Every paid layer (`Charge`, `Session`) admits requests through [`PaidRoute::admit`].
 
-use crate::config::Mpp;
+use crate::config::{ConfigError, Mpp};
 use crate::headers::{ACCEPT_PAYMENT, PAYMENT_AUTHORIZATION};
 use crate::idempotency::{self, IDEMPOTENCY_KEY, Idempotent};
 use crate::meter::MeterConfig;
@@ -16,6 +16,7 @@ use http_body::Body;
 use http_body_util::{BodyExt, Full, Limited};
 use mpp_core::accept_payment::AcceptPayment;
 use mpp_core::credential::CredentialError;
+use mpp_core::discovery::PaymentInfo;
 use mpp_core::gate::{Admitted, Offers, Refusal, RequestContext};
 use mpp_core::method::Settlement;
 use mpp_core::{Credential, EncodedJson};
@@ -169,6 +170,12 @@ impl PaidRoute {
             meter: MeterConfig::default(),
             scope: Arc::new(OnceLock::new()),
         }
+    }
+
+    /// What discovery documents for this route: its price's offers under its own
+    /// configuration when bound, else under `mpp` (the precedence [`PaidRoute::admit`] uses).
+    pub(crate) fn payment_info(&self, mpp: &Mpp) -> Result<PaymentInfo, ConfigError> {
+        self.price.payment_info(self.mpp.as_ref().unwrap_or(mpp))
     }
 
     /// Admits `req` through the gate: `Ok` with what was paid, or the response to send

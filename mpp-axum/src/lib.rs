@@ -115,6 +115,21 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Discovery: `/openapi.json` and `/llms.txt`
+//!
+//! With the `openapi` feature, the `discovery` module serves an OpenAPI 3.1 document whose
+//! paid operations carry `x-payment-info` (built on utoipa and utoipa-axum, so handlers
+//! annotated with `#[utoipa::path]` keep their schemas) and a plain-text `/llms.txt` for
+//! agents, both read from the same `charge`/`session` layers that issue the 402s.
+//! [`ChargeLayer::payment_info`] and [`SessionLayer::payment_info`] give one route's offers
+//! without the feature.
+//!
+//! ## Cargo features
+//!
+//! - `original-uri` (default): bind challenges to the full target under `nest`.
+//! - `sse` (default): `Meter::sse`, per-unit billing of an SSE stream.
+//! - `openapi`: the `discovery` module.
+//!
 //! `mpp-axum` knows nothing about any payment network: methods plug in through
 //! [`mpp_core::Method`] (the Tempo method lives in `mpp-tempo`), and the payment logic itself
 //! is [`mpp_core::gate`], which this crate adapts to HTTP (`gate.rs`: realm, scope,
@@ -127,6 +142,8 @@ mod body;
 mod charge;
 mod config;
 pub mod cors;
+#[cfg(feature = "openapi")]
+pub mod discovery;
 mod future;
 mod gate;
 pub mod headers;

@@ -2,6 +2,7 @@
 //! computed from each request, plus the options every form shares.
 
 use crate::config::{ConfigError, Mpp};
+use mpp_core::discovery::{PaymentInfo, PaymentOffer};
 use mpp_core::gate::{OfferError, Offers, PricedTerms};
 use mpp_core::{DecimalAmount, PriceTerms};
 use std::fmt;
@@ -162,18 +163,44 @@ impl Price {
     /// probed with an amount of 1 and the layer's options (method, intent, currency,
     /// description); their per-request amounts can only be checked per request.
     pub(crate) fn check(&self, mpp: &Mpp) -> Result<(), ConfigError> {
-        match self {
-            Self::Fixed(priced) => priced.offers(mpp.gate()).map(drop)?,
+        self.start_up_offers(mpp).map(drop)
+    }
+
+    /// The offers known at start-up: a fixed price's own (the ones its challenges carry),
+    /// or a dynamic price's probe at an amount of 1 with the layer's options.
+    fn start_up_offers(&self, mpp: &Mpp) -> Result<Offers, ConfigError> {
+        Ok(match self {
+            Self::Fixed(priced) => priced.offers(mpp.gate())?,
             Self::Dynamic {
                 intent, options, ..
             } => {
                 let mut probe = PriceTerms::charge(DecimalAmount::from_base_units(1, 0));
                 probe.intent = (*intent).to_owned();
                 options.apply(&mut probe);
-                mpp.gate().offers(&probe).map(drop)?;
+                mpp.gate().offers(&probe)?
             }
-        }
-        Ok(())
+        })
+    }
+
+    /// What discovery documents for this price under `mpp`: one offer per method and
+    /// intent, read from the same offers the 402 challenges carry. A price computed per
+    /// request documents its method, intent, currency and description with `amount: null`.
+    pub(crate) fn payment_info(&self, mpp: &Mpp) -> Result<PaymentInfo, ConfigError> {
+        let dynamic = matches!(self, Self::Dynamic { .. });
+        let offers = self.start_up_offers(mpp)?;
+        Ok(PaymentInfo::new(
+            offers
+                .iter()
+                .map(|offer| {
+                    let documented = PaymentOffer::from_offer(offer);
+                    if dynamic {
+                        documented.without_amount()
+                    } else {
+                        documented
+                    }
+                })
+                .collect(),
+        ))
     }
 
     /// The fixed terms, when the price does not depend on the request.

@@ -55,6 +55,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use mpp_core::PriceTerms;
+use mpp_core::discovery::PaymentInfo;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -145,6 +146,17 @@ impl SessionLayer {
         Ok(self)
     }
 
+    /// Binds a layer not yet bound (one made by [`session()`]) to `mpp`; a bound one keeps its
+    /// own configuration.
+    #[cfg_attr(not(feature = "openapi"), allow(dead_code))]
+    pub(crate) fn bind_if_unbound(self, mpp: &Mpp) -> Result<Self, ConfigError> {
+        if self.route.mpp.is_some() {
+            Ok(self)
+        } else {
+            self.bind(mpp)
+        }
+    }
+
     fn with_options(mut self, f: impl FnOnce(&mut PriceOptions)) -> Self {
         self.route.price = self.route.price.with_options(f);
         if let Some(mpp) = &self.route.mpp {
@@ -206,6 +218,15 @@ impl SessionLayer {
     /// The fixed terms of this layer (`None` for a price computed per request).
     pub fn terms(&self) -> Option<&PriceTerms> {
         self.route.price.terms()
+    }
+
+    /// What discovery documents for this route: the offers its 402 challenges carry under
+    /// `mpp` (a layer made by [`Mpp::session`] uses its own configuration, as its 402 does),
+    /// one per method and intent, read from those very offers: the price is written once.
+    /// A price computed per request has `amount: null`. The `discovery` module (feature
+    /// `openapi`) builds the whole document from these.
+    pub fn payment_info(&self, mpp: &Mpp) -> Result<PaymentInfo, ConfigError> {
+        self.route.payment_info(mpp)
     }
 }
 

@@ -1,7 +1,6 @@
 //! One-time charges: `GET /fortune` at 0.01 (pathUSD on Tempo).
 
-use axum::Router;
-use axum::routing::get;
+use mpp_axum::discovery::{self, PaidRouter};
 use mpp_axum::{ConfigError, Mpp, PaymentReceipt};
 use serde_json::{Value, json};
 
@@ -12,10 +11,12 @@ const FORTUNES: [&str; 4] = [
     "The receipt is in the header.",
 ];
 
-/// The charge routes. The price is checked against the methods now, at start-up.
-pub(crate) fn routes(mpp: &Mpp) -> Result<Router, ConfigError> {
+/// The charge routes, served and documented from one declaration. The price is checked
+/// against the methods now, at start-up.
+pub(crate) fn routes(mpp: &Mpp) -> Result<PaidRouter, ConfigError> {
     let price = mpp.charge("0.01")?.description("One fortune");
-    Ok(Router::new().route("/fortune", get(fortune).layer(price)))
+    let fortune = discovery::get("/fortune", fortune).summary("A fortune, paid per request");
+    PaidRouter::new(mpp).paid(fortune, price)
 }
 
 async fn fortune(paid: PaymentReceipt) -> axum::Json<Value> {

@@ -1,5 +1,6 @@
 //! A paid API on the embedded defaults: `GET /fortune` costs 0.01 pathUSD on Tempo, paid
-//! per request; `GET /health` is free.
+//! per request; `GET /health` is free, and so are `GET /openapi.json` (each price in
+//! `x-payment-info`) and `GET /llms.txt`, made from the same declarations as the routes.
 //!
 //! Run with `scripts/demo.sh` (starts a local Tempo node, this server, and pays), or against
 //! a node you run yourself:
@@ -14,6 +15,7 @@
 //! `MPP_ESCROW` is set). `settings` reads the environment.
 
 mod fortune;
+mod mcp;
 mod sessions;
 mod settings;
 
@@ -49,11 +51,15 @@ async fn main() -> anyhow::Result<()> {
 
 /// Every feature's routes, the free ones, and the payment configuration around them.
 fn app(mpp: &Mpp, sessions: bool) -> Result<Router, mpp_axum::ConfigError> {
-    let mut app = Router::new().merge(fortune::routes(mpp)?);
+    let mut paid = fortune::routes(mpp)?;
     if sessions {
-        app = app.merge(sessions::routes(mpp)?);
+        paid = paid.merge(sessions::routes(mpp)?);
     }
+    // The paid routes, plus GET /openapi.json and GET /llms.txt (free) describing them.
+    let app = paid.title("paid-api").categories(["data"]).into_router();
     Ok(app
+        // Paid MCP tools: the payment happens inside MCP, so `/mcp` is not a paid HTTP route.
+        .merge(mcp::routes(mpp)?)
         .route("/health", get(|| async { "ok" }))
         .layer(mpp.layer()))
 }

@@ -7,12 +7,11 @@
 //!
 //! Served when `MPP_ESCROW` names a v1 escrow on the node (see `settings`).
 
-use axum::Router;
 use axum::extract::Query;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use futures_util::StreamExt as _;
 use http::StatusCode;
+use mpp_axum::discovery::{self, PaidRouter};
 use mpp_axum::{ConfigError, Meter, Mpp, PaymentReceipt};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -28,18 +27,22 @@ const WORDS: [&str; 12] = [
     "batches", "later.",
 ];
 
-/// The session routes. Prices are checked against the methods now, at start-up.
-pub(crate) fn routes(mpp: &Mpp) -> Result<Router, ConfigError> {
+/// The session routes, served and documented from one declaration (a session layer wraps
+/// the whole route, so the vouchers a stream needs, POSTed to its URL, reach it). Prices are
+/// checked against the methods now, at start-up.
+pub(crate) fn routes(mpp: &Mpp) -> Result<PaidRouter, ConfigError> {
     let per_request = mpp.session("0.001")?.description("One ping");
     let per_token = mpp
         .session("0.0001")?
         .unit("token")
         .description("Streamed tokens, billed per token")
         .voucher_wait(Duration::from_secs(30));
-    // `.layer`, not `.route_layer`: the vouchers a stream needs are POSTed to its URL.
-    Ok(Router::new()
-        .route("/ping", get(ping).layer(per_request))
-        .route("/tokens", get(tokens).layer(per_token)))
+    let ping = discovery::get("/ping", ping).summary("Pong, paid per request");
+    let tokens = discovery::get("/tokens", tokens)
+        .summary("An SSE stream of `n` words (`?n=`, default 20, at most 1000)");
+    PaidRouter::new(mpp)
+        .paid(ping, per_request)?
+        .paid(tokens, per_token)
 }
 
 async fn ping(paid: PaymentReceipt) -> axum::Json<Value> {
