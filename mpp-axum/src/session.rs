@@ -207,7 +207,7 @@ impl SessionLayer {
         self
     }
 
-    /// The most units a metered stream reserves at once (default 256). Larger blocks mean
+    /// The most units a metered stream reserves at once (default 4096). Larger blocks mean
     /// fewer store writes for fast streams; the headroom they hold is unavailable to the
     /// channel's other requests until used or released.
     pub fn max_block(mut self, units: u64) -> Self {
