@@ -12,7 +12,8 @@
 //!
 //! Each feature adds its routes in a module of its own: `fortune` (one-time charges),
 //! `sessions` (pay-as-you-go over a payment channel, with a per-token SSE stream; served when
-//! `MPP_ESCROW` is set). `settings` reads the environment.
+//! `MPP_ESCROW` is set), `mcp` (an MCP server at `/mcp`: `status` free, `search` at 0.01 a
+//! call). `settings` reads the environment.
 
 mod fortune;
 mod mcp;
