@@ -181,7 +181,7 @@ async fn open(http: &reqwest::Client, rpc: &str, url: &str) -> Opened {
         .await
         .unwrap();
     let signed = signer.open(tx, &params, PRICE, false).unwrap();
-    let mut opened = Opened {
+    let opened = Opened {
         channel: signed.channel,
         signer,
         challenge,
@@ -197,7 +197,6 @@ async fn open(http: &reqwest::Client, rpc: &str, url: &str) -> Opened {
         .await
         .unwrap();
     assert_eq!(response.status(), 200, "{:?}", response.text().await);
-    opened.cumulative = PRICE;
     opened
 }
 
