@@ -85,7 +85,12 @@ pub const DEV_ACCOUNTS: [DevAccount; 10] = [
 ];
 
 pub mod channel_reserve;
+#[cfg(feature = "postgres")]
+mod pg_schema;
 pub mod stream_channel;
+
+#[cfg(feature = "postgres")]
+pub use pg_schema::PgSchema;
 
 /// The genesis TIP-20 tokens on anvil's Tempo network (6 decimals each).
 pub mod tokens {

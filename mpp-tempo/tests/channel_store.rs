@@ -25,10 +25,10 @@ use mpp_tempo::session::store::{
     SessionProtocol, SettlementOutcome, SettlementQuery, Voucher, VoucherOutcome,
 };
 use mpp_tempo::store::{MIGRATIONS_TABLE, PgStore, SqliteStore};
+use mpp_tempo::testing::PgSchema;
 use mpp_tempo::{Address, B256};
 use proptest::prelude::*;
 use sqlx::AssertSqlSafe;
-use sqlx::postgres::{PgConnectOptions, PgPool};
 use time::OffsetDateTime;
 
 // ---------------------------------------------------------------------------------------------
@@ -144,52 +144,6 @@ fn pg_url() -> Option<String> {
             None
         }
     }
-}
-
-/// A Postgres schema of its own (dropped at the end), with the store's migrations run in it.
-struct PgSchema {
-    admin: PgPool,
-    options: PgConnectOptions,
-    name: String,
-}
-
-impl PgSchema {
-    async fn new(url: &str) -> Self {
-        let admin = PgPool::connect(url)
-            .await
-            .expect("connect to test Postgres");
-        let name = format!(
-            "chan_{}",
-            alloy_free_hex(unique_id().as_slice())[..40].to_owned()
-        );
-        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let options = PgConnectOptions::from_str(url)
-            .unwrap()
-            .options([("search_path", name.as_str())]);
-        Self {
-            admin,
-            options,
-            name,
-        }
-    }
-
-    /// A new store (its own pool) on this schema.
-    async fn store(&self) -> PgStore {
-        PgStore::connect_with(self.options.clone()).await.unwrap()
-    }
-
-    async fn drop(self) {
-        let _ = sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", self.name)))
-            .execute(&self.admin)
-            .await;
-    }
-}
-
-fn alloy_free_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 async fn sqlite() -> (tempfile::TempDir, SqliteStore) {
@@ -1147,8 +1101,8 @@ macro_rules! conformance {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $case() {
                     let Some(url) = super::pg_url() else { return };
-                    let schema = super::PgSchema::new(&url).await;
-                    super::$case(&schema.store().await).await;
+                    let schema = super::PgSchema::create(&url, "chan").await.unwrap();
+                    super::$case(&schema.store().await.unwrap()).await;
                     schema.drop().await;
                 }
             )*
@@ -1237,8 +1191,8 @@ async fn sqlite_two_handles_on_one_file() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_concurrent_vouchers_and_charges() {
     let Some(url) = pg_url() else { return };
-    let schema = PgSchema::new(&url).await;
-    let store = schema.store().await;
+    let schema = PgSchema::create(&url, "chan").await.unwrap();
+    let store = schema.store().await.unwrap();
     concurrent_vouchers_and_charges(store.clone(), store).await;
     schema.drop().await;
 }
@@ -1246,8 +1200,9 @@ async fn postgres_concurrent_vouchers_and_charges() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_two_instances() {
     let Some(url) = pg_url() else { return };
-    let schema = PgSchema::new(&url).await;
+    let schema = PgSchema::create(&url, "chan").await.unwrap();
     let (a, b) = tokio::join!(schema.store(), schema.store());
+    let (a, b) = (a.unwrap(), b.unwrap());
     usable_as_dyn(Arc::new(a.clone())).await;
     concurrent_opens_one_winner(a.clone(), b.clone()).await;
     concurrent_vouchers_and_charges(a, b).await;
@@ -1259,8 +1214,9 @@ async fn postgres_two_instances() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_changes_reach_other_instances() {
     let Some(url) = pg_url() else { return };
-    let schema = PgSchema::new(&url).await;
+    let schema = PgSchema::create(&url, "chan").await.unwrap();
     let (watcher, writer) = tokio::join!(schema.store(), schema.store());
+    let (watcher, writer) = (watcher.unwrap(), writer.unwrap());
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let _watch = watcher
         .watch(Arc::new(move |id| {
@@ -1866,8 +1822,8 @@ async fn sqlite_corrupt_rows_are_store_errors() {
 #[tokio::test]
 async fn postgres_stores_numeric_amounts_and_checks_them() {
     let Some(url) = pg_url() else { return };
-    let schema = PgSchema::new(&url).await;
-    let store = schema.store().await;
+    let schema = PgSchema::create(&url, "chan").await.unwrap();
+    let store = schema.store().await.unwrap();
     let ch = funded(&store, u128::MAX, u128::MAX - 1).await;
     let key = format!("{:#x}", ch.id());
     let (kind, exact): (String, bool) = sqlx::query_as(

@@ -13,7 +13,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,11 +25,9 @@ use mpp_tempo::session::{
     SettlementSchedule, SettlementTrigger, SettlerConfig, SettlerHandle, TempoSessionRequest,
     TempoSessions,
 };
-use mpp_tempo::store::{PgStore, ReplayStore, SqliteStore};
-use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, stream_channel, tokens};
+use mpp_tempo::store::{ReplayStore, SqliteStore};
+use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, PgSchema, stream_channel, tokens};
 use mpp_tempo::{ChainClient, PrivateKeySigner, Tempo};
-use sqlx::AssertSqlSafe;
-use sqlx::postgres::{PgConnectOptions, PgPool};
 use time::OffsetDateTime;
 
 const TOKEN: Address = tokens::ALPHA_USD;
@@ -364,47 +361,6 @@ fn pg_url() -> Option<String> {
     }
 }
 
-/// A Postgres schema of the test's own (dropped at the end): the settlers scan every channel
-/// of their store, so they must not see other tests' channels.
-struct PgSchema {
-    admin: PgPool,
-    options: PgConnectOptions,
-    name: String,
-}
-
-impl PgSchema {
-    async fn new(url: &str) -> Self {
-        let admin = PgPool::connect(url)
-            .await
-            .expect("connect to test Postgres");
-        let random = B256::random();
-        let name = format!("lease_{}", alloy::primitives::hex::encode(&random[..12]));
-        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let options = PgConnectOptions::from_str(url)
-            .unwrap()
-            .options([("search_path", name.as_str())]);
-        Self {
-            admin,
-            options,
-            name,
-        }
-    }
-
-    /// A new store (its own pool) on this schema.
-    async fn store(&self) -> Arc<PgStore> {
-        Arc::new(PgStore::connect_with(self.options.clone()).await.unwrap())
-    }
-
-    async fn drop(self) {
-        let _ = sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", self.name)))
-            .execute(&self.admin)
-            .await;
-    }
-}
-
 #[tokio::test]
 async fn two_postgres_handles_one_settler_at_a_time() {
     let Some(url) = pg_url() else {
@@ -413,9 +369,10 @@ async fn two_postgres_handles_one_settler_at_a_time() {
     let Some(env) = Env::start().await else {
         return;
     };
-    let schema = PgSchema::new(&url).await;
-    let first = schema.store().await;
-    let second = schema.store().await;
+    // A schema of the test's own: the settlers scan every channel of their store.
+    let schema = PgSchema::create(&url, "lease").await.unwrap();
+    let first = Arc::new(schema.store().await.unwrap());
+    let second = Arc::new(schema.store().await.unwrap());
     let a = env.instance(first.clone(), first).await;
     let b = env.instance(second.clone(), second).await;
     lease_is_held_by_one_and_taken_over_after_it_expires(&env, a, b).await;

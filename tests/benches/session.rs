@@ -19,7 +19,6 @@
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::str::FromStr as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -35,11 +34,10 @@ use mpp_core::{Challenge, Credential};
 use mpp_tempo::session::client::{OpenParams, SessionChannel, SessionSigner, open_calls};
 use mpp_tempo::session::store::ChannelStore;
 use mpp_tempo::session::{SessionConfig, TempoSessionRequest};
-use mpp_tempo::store::{PgStore, ReplayStore, SqliteStore};
-use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, anvil_binary, stream_channel, tokens};
+use mpp_tempo::store::{ReplayStore, SqliteStore};
+use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, PgSchema, anvil_binary, stream_channel, tokens};
 use mpp_tempo::{PrivateKeySigner, Tempo};
 use sqlx::AssertSqlSafe;
-use sqlx::postgres::{PgConnectOptions, PgPool};
 
 const TOKEN: Address = tokens::PATH_USD;
 const FEE_TOKEN: Address = tokens::ALPHA_USD;
@@ -364,7 +362,7 @@ async fn run(name: &str, rpc: &str, escrow: Address, store: Arc<dyn Stores>) {
     );
 }
 
-async fn postgres_settings(admin: &PgPool) -> String {
+async fn postgres_settings(admin: &sqlx::PgPool) -> String {
     let mut settings = Vec::new();
     for name in ["fsync", "synchronous_commit"] {
         let (value,): (String,) = sqlx::query_as(AssertSqlSafe(format!("SHOW {name}")))
@@ -409,24 +407,11 @@ fn main() {
 
         match std::env::var("MPP_TEST_DATABASE_URL") {
             Ok(url) if !url.is_empty() => {
-                let admin = PgPool::connect(&url).await.unwrap();
-                let schema = format!(
-                    "bench_{}",
-                    alloy::primitives::hex::encode(&B256::random()[..8])
-                );
-                sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
-                    .execute(&admin)
-                    .await
-                    .unwrap();
-                let options = PgConnectOptions::from_str(&url)
-                    .unwrap()
-                    .options([("search_path", schema.as_str())]);
-                let store = Arc::new(PgStore::connect_with(options).await.unwrap());
-                let name = format!("Postgres ({})", postgres_settings(&admin).await);
+                let schema = PgSchema::create(&url, "bench").await.unwrap();
+                let store = Arc::new(schema.store().await.unwrap());
+                let name = format!("Postgres ({})", postgres_settings(schema.admin()).await);
                 run(&name, &rpc, escrow, store).await;
-                let _ = sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
-                    .execute(&admin)
-                    .await;
+                schema.drop().await;
             }
             _ => println!("MPP_TEST_DATABASE_URL is not set: no Postgres run"),
         }

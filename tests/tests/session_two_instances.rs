@@ -16,12 +16,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::HashMap;
-use std::str::FromStr as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use alloy::primitives::{Address, B256};
+use alloy::primitives::Address;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Query, Request, State};
@@ -31,11 +30,8 @@ use futures_util::StreamExt as _;
 use mpp_axum::{Meter, Mpp, PaymentReceipt};
 use mpp_reqwest::SessionClient;
 use mpp_tempo::session::{SessionConfig, SessionReceipt, TempoSessionPayer};
-use mpp_tempo::store::PgStore;
-use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, anvil_binary, stream_channel, tokens};
+use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, PgSchema, anvil_binary, stream_channel, tokens};
 use mpp_tempo::{ChainClient, PrivateKeySigner, Tempo};
-use sqlx::AssertSqlSafe;
-use sqlx::postgres::{PgConnectOptions, PgPool};
 
 const TOKEN: Address = tokens::PATH_USD;
 /// The payee's server key pays its fees in another token, so its balance of TOKEN moves by
@@ -105,43 +101,6 @@ fn start_node() -> Option<AnvilNode> {
     AnvilNode::start()
 }
 
-/// A schema of the test's own, dropped at the end: nothing of other tests' channels shows.
-struct PgSchema {
-    admin: PgPool,
-    options: PgConnectOptions,
-    name: String,
-}
-
-impl PgSchema {
-    async fn new(url: &str) -> Self {
-        let admin = PgPool::connect(url)
-            .await
-            .expect("connect to test Postgres");
-        let name = format!(
-            "two_instances_{}",
-            alloy::primitives::hex::encode(&B256::random()[..12])
-        );
-        sqlx::query(AssertSqlSafe(format!("CREATE SCHEMA {name}")))
-            .execute(&admin)
-            .await
-            .unwrap();
-        let options = PgConnectOptions::from_str(url)
-            .unwrap()
-            .options([("search_path", name.as_str())]);
-        Self {
-            admin,
-            options,
-            name,
-        }
-    }
-
-    async fn drop(self) {
-        let _ = sqlx::query(AssertSqlSafe(format!("DROP SCHEMA {} CASCADE", self.name)))
-            .execute(&self.admin)
-            .await;
-    }
-}
-
 /// How often each instance's stream handler ran.
 #[derive(Clone, Default)]
 struct Streams(Arc<AtomicUsize>);
@@ -164,8 +123,8 @@ async fn words(
 
 /// One instance: its own pool on the shared schema, its own method and wake-ups; the same
 /// secret and realm as the other.
-async fn instance(rpc: &str, escrow: Address, options: PgConnectOptions) -> (String, Streams) {
-    let store = Arc::new(PgStore::connect_with(options).await.unwrap());
+async fn instance(rpc: &str, escrow: Address, schema: &PgSchema) -> (String, Streams) {
+    let store = Arc::new(schema.store().await.unwrap());
     let tempo = Tempo::builder()
         .rpc_url(rpc)
         .recipient(addr(PAYEE))
@@ -276,9 +235,10 @@ async fn a_stream_on_one_instance_resumes_within_a_second_of_a_voucher_posted_to
     let escrow = stream_channel::deploy(&rpc, &key(DEPLOYER)).await.unwrap();
     let chain = ChainClient::new(&rpc, Duration::from_secs(5)).unwrap();
     let balance = async |who: Address| chain.token_balance(TOKEN, who).await.unwrap().to::<u128>();
-    let schema = PgSchema::new(&url).await;
-    let (a, streams_a) = instance(&rpc, escrow, schema.options.clone()).await;
-    let (b, streams_b) = instance(&rpc, escrow, schema.options.clone()).await;
+    // A schema of the test's own: nothing of other tests' channels shows.
+    let schema = PgSchema::create(&url, "two_instances").await.unwrap();
+    let (a, streams_a) = instance(&rpc, escrow, &schema).await;
+    let (b, streams_b) = instance(&rpc, escrow, &schema).await;
     let (base, lb) = start_balancer(a, b).await;
     let payee_before = balance(addr(PAYEE)).await;
 
