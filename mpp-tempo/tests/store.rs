@@ -270,6 +270,40 @@ async fn concurrent_claims_one_winner<S: ReplayStore + Clone>(store: &S) {
     }
 }
 
+/// A key taken and given back again and again (a sponsored sender's turn): every claim
+/// answers either "claimed" or "held by someone", never an error, even when the holder
+/// releases it between the claimant's insert and its read.
+async fn a_key_taken_and_released_in_turns_never_fails<S: ReplayStore + Clone>(store: &S) {
+    let key = unique("turns");
+    let tasks: Vec<JoinHandle<Result<usize, StoreError>>> = (0..16)
+        .map(|i| {
+            let (store, key) = (store.clone(), key.clone());
+            tokio::spawn(async move {
+                let owner = format!("owner-{i}");
+                let mut turns = 0;
+                for _ in 0..40 {
+                    match store
+                        .claim(new_claim(&key, &owner, ClaimState::Held))
+                        .await?
+                    {
+                        Claim::Claimed => {
+                            turns += 1;
+                            assert!(store.release(&key, &owner, ClaimState::Held).await?);
+                        }
+                        Claim::Existing(held) => assert_ne!(held.owner, owner),
+                    }
+                }
+                Ok(turns)
+            })
+        })
+        .collect();
+    let mut turns = 0;
+    for t in tasks {
+        turns += t.await.unwrap().expect("a claim in turns failed");
+    }
+    assert!(turns > 0, "nobody ever got the key");
+}
+
 /// Two independent handles (separate pools) race on the same keys: one winner per key.
 async fn two_handles_race<A, B>(a: &A, b: &B)
 where
@@ -636,6 +670,7 @@ async fn memory_semantics() {
     expired_claim_is_reclaimable(&store).await;
     release_frees_the_key(&store).await;
     concurrent_claims_one_winner(&store).await;
+    a_key_taken_and_released_in_turns_never_fails(&store).await;
     two_handles_race(&store, &store.clone()).await;
     through_dyn(Arc::new(store.clone())).await;
 
@@ -708,6 +743,7 @@ async fn sqlite_semantics() {
     expired_claim_is_reclaimable(&store).await;
     release_frees_the_key(&store).await;
     concurrent_claims_one_winner(&store).await;
+    a_key_taken_and_released_in_turns_never_fails(&store).await;
     through_dyn(Arc::new(store.clone())).await;
     states_move_only_from_the_named_state(&store).await;
     concurrent_advances_one_winner(&store).await;
@@ -894,6 +930,7 @@ async fn postgres_semantics() {
     expired_claim_is_reclaimable(&store).await;
     release_frees_the_key(&store).await;
     concurrent_claims_one_winner(&store).await;
+    a_key_taken_and_released_in_turns_never_fails(&store).await;
     through_dyn(Arc::new(store.clone())).await;
     states_move_only_from_the_named_state(&store).await;
     concurrent_advances_one_winner(&store).await;

@@ -351,10 +351,6 @@ pub(crate) fn record(
     })
 }
 
-/// How many times a claim is retried when the live row it lost to vanished before it could
-/// be read (released in between).
-pub(crate) const CLAIM_ATTEMPTS: u32 = 3;
-
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 /// Runs a store operation with a deadline; running out of time is a [`StoreError`].
 pub(crate) async fn with_deadline<T>(

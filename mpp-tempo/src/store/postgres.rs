@@ -13,14 +13,15 @@ use std::time::Duration;
 
 use mpp_core::BoxFuture;
 use mpp_core::idempotency::{Begin, IdempotencyError, IdempotencyStore, StoredResponse};
+use sqlx::Connection as _;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use time::OffsetDateTime;
 
 use super::{
-    CLAIM_ATTEMPTS, Claim, ClaimRecord, ClaimState, DEFAULT_OPERATION_TIMEOUT, FeeSpend, NewClaim,
-    ReplayStore, StoreError, StoredRow, now_unix_ms, one_row, record, stored_begin, unix_ms_ceil,
-    with_deadline, with_own_table,
+    Claim, ClaimRecord, ClaimState, DEFAULT_OPERATION_TIMEOUT, FeeSpend, NewClaim, ReplayStore,
+    StoreError, StoredRow, now_unix_ms, one_row, record, stored_begin, unix_ms_ceil, with_deadline,
+    with_own_table,
 };
 
 /// The Postgres schema (`mpp-tempo/migrations/postgres`), tracked in
@@ -177,35 +178,16 @@ impl ReplayStore for PgStore {
             let valid_before = claim
                 .valid_before
                 .map(|v| i64::try_from(v).unwrap_or(i64::MAX));
-            for _ in 0..CLAIM_ATTEMPTS {
-                let now = now_unix_ms();
-                let done = sqlx::query(CLAIM_SQL)
-                    .bind(claim.key)
-                    .bind(unix_ms_ceil(claim.expires_at))
-                    .bind(claim.state.as_str())
-                    .bind(claim.owner)
-                    .bind(valid_before)
-                    .bind(now)
-                    .execute(&self.pool)
-                    .await?;
-                if one_row(done.rows_affected(), "replay claim")? {
-                    tracing::debug!(key = claim.key, "Postgres replay claim");
-                    return Ok(Claim::Claimed);
-                }
-                let row: Option<(String, String, Option<i64>)> = sqlx::query_as(READ_SQL)
-                    .bind(claim.key)
-                    .bind(now)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                if let Some((owner, state, valid_before)) = row {
-                    let existing = record(claim.key.to_owned(), owner, &state, valid_before)?;
-                    tracing::debug!(key = claim.key, state = ?existing.state, "Postgres replay claim exists");
-                    return Ok(Claim::Existing(existing));
-                }
+            let mut conn = self.pool.acquire().await?;
+            if let Some(found) = try_claim(&mut conn, &claim, valid_before).await? {
+                return Ok(found);
             }
-            Err(StoreError::new(
-                "replay claim kept changing under contention",
-            ))
+            // The live row it lost to was released before it could be read. Again, as one
+            // transaction: the insert locks the row it loses to until that row has been read.
+            let mut tx = conn.begin().await?;
+            let found = try_claim(&mut tx, &claim, valid_before).await?;
+            tx.commit().await?;
+            found.ok_or_else(|| StoreError::new("replay claim changed inside a transaction"))
         }))
     }
 
@@ -356,32 +338,19 @@ impl IdempotencyStore for PgStore {
     ) -> BoxFuture<'a, Result<Begin, IdempotencyError>> {
         Box::pin(async move {
             with_deadline(self.timeout, "Postgres idempotency begin", async move {
-                for _ in 0..CLAIM_ATTEMPTS {
-                    let now = now_unix_ms();
-                    let done = sqlx::query(BEGIN_SQL)
-                        .bind(key)
-                        .bind(credential)
-                        .bind(owner)
-                        .bind(unix_ms_ceil(expires_at))
-                        .bind(now)
-                        .execute(&self.pool)
-                        .await?;
-                    if one_row(done.rows_affected(), "idempotency begin")? {
-                        return Ok(Begin::Started);
-                    }
-                    let row: Option<StoredRow> = sqlx::query_as(READ_RESPONSE_SQL)
-                        .bind(key)
-                        .bind(now)
-                        .fetch_optional(&self.pool)
-                        .await?;
-                    if let Some(row) = row {
-                        return stored_begin(credential, row);
-                    }
-                    // Expired between the two statements: try again.
+                let mut conn = self.pool.acquire().await?;
+                if let Some(found) =
+                    try_begin(&mut conn, key, credential, owner, expires_at).await?
+                {
+                    return Ok(found);
                 }
-                Err(StoreError::new(
-                    "idempotency record kept changing under contention",
-                ))
+                // Expired between the two statements: again, as one transaction.
+                let mut tx = conn.begin().await?;
+                let found = try_begin(&mut tx, key, credential, owner, expires_at).await?;
+                tx.commit().await?;
+                found.ok_or_else(|| {
+                    StoreError::new("idempotency record changed inside a transaction")
+                })
             })
             .await
             .map_err(IdempotencyError::new)
@@ -441,4 +410,68 @@ fn parse_url(url: &str) -> Result<PgConnectOptions, StoreError> {
              [?sslmode=verify-full]): {e}"
         ))
     })
+}
+
+/// One claim: insert (or take over an expired row), else read the live row it lost to.
+/// `None` when that row was gone before it could be read, which cannot happen inside a
+/// transaction: the losing insert holds its lock.
+async fn try_claim(
+    conn: &mut PgConnection,
+    claim: &NewClaim<'_>,
+    valid_before: Option<i64>,
+) -> Result<Option<Claim>, StoreError> {
+    let now = now_unix_ms();
+    let done = sqlx::query(CLAIM_SQL)
+        .bind(claim.key)
+        .bind(unix_ms_ceil(claim.expires_at))
+        .bind(claim.state.as_str())
+        .bind(claim.owner)
+        .bind(valid_before)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    // 1: inserted, or took over an expired row; 0: a live claim exists.
+    if one_row(done.rows_affected(), "replay claim")? {
+        tracing::debug!(key = claim.key, "Postgres replay claim");
+        return Ok(Some(Claim::Claimed));
+    }
+    let row: Option<(String, String, Option<i64>)> = sqlx::query_as(READ_SQL)
+        .bind(claim.key)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some((owner, state, valid_before)) = row else {
+        return Ok(None);
+    };
+    let existing = record(claim.key.to_owned(), owner, &state, valid_before)?;
+    tracing::debug!(key = claim.key, state = ?existing.state, "Postgres replay claim exists");
+    Ok(Some(Claim::Existing(existing)))
+}
+
+/// One idempotency begin, shaped like [`try_claim`].
+async fn try_begin(
+    conn: &mut PgConnection,
+    key: &str,
+    credential: &str,
+    owner: &str,
+    expires_at: OffsetDateTime,
+) -> Result<Option<Begin>, StoreError> {
+    let now = now_unix_ms();
+    let done = sqlx::query(BEGIN_SQL)
+        .bind(key)
+        .bind(credential)
+        .bind(owner)
+        .bind(unix_ms_ceil(expires_at))
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    if one_row(done.rows_affected(), "idempotency begin")? {
+        return Ok(Some(Begin::Started));
+    }
+    let row: Option<StoredRow> = sqlx::query_as(READ_RESPONSE_SQL)
+        .bind(key)
+        .bind(now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    row.map(|row| stored_begin(credential, row)).transpose()
 }
