@@ -1074,6 +1074,72 @@ async fn concurrent_opens_one_winner<S: ChannelStore + Clone>(a: S, b: S) {
     assert_eq!(opened, 1);
 }
 
+/// 50 concurrent voucher-and-hold steps ([`ChannelStore::accept_and_reserve`]), each then
+/// committed, on one channel over two handles: the write races make the Postgres optimistic
+/// path fall back to the row lock, and still every voucher is decided once, what was
+/// committed is exactly `spent`, and nothing stays reserved.
+async fn concurrent_accept_and_reserve<S: ChannelStore + Clone>(a: S, b: S) {
+    const N: u128 = 50;
+    let id = funded(&a, 100_000, 0).await.id();
+    let mut tasks = Vec::new();
+    for i in 0..N {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        tasks.push(tokio::spawn(async move {
+            // Distinct amounts, out of order: each is accepted or found below the highest.
+            let amount = 100 * ((i * 7) % N + 1);
+            let price = 60 + i;
+            let name = format!("stream-{i}");
+            let step = store
+                .accept_and_reserve(id, &voucher(amount), 0, &name, (price, HOUR))
+                .await
+                .unwrap();
+            let accepted = match (&step.voucher, &step.reserve) {
+                (VoucherOutcome::Accepted(_), Some(_)) => true,
+                (VoucherOutcome::BelowHighest(_), None) => false,
+                other => panic!("{other:?}"),
+            };
+            let charged = match step.reserve {
+                Some(ReserveOutcome::Reserved { channel, .. }) => {
+                    assert_invariants(&channel);
+                    let commit = Commit {
+                        amount: price - 10,
+                        units: 1,
+                        release_rest: true,
+                    };
+                    match store.commit(id, &name, commit).await.unwrap() {
+                        CommitOutcome::Committed { released: 10, .. } => price - 10,
+                        other => panic!("a live reservation failed to commit: {other:?}"),
+                    }
+                }
+                Some(ReserveOutcome::Insufficient(_) | ReserveOutcome::TooManyReservations(_))
+                | None => 0,
+                Some(other) => panic!("{other:?}"),
+            };
+            (accepted, charged)
+        }));
+    }
+    let (mut accepted, mut charged, mut successes) = (0, 0, 0);
+    for t in tasks {
+        let (was_accepted, c) = t.await.unwrap();
+        accepted += u32::from(was_accepted);
+        charged += c;
+        successes += u64::from(c > 0);
+    }
+    let end = a.get(id).await.unwrap().unwrap();
+    assert_invariants(&end);
+    assert_eq!(end.highest_voucher, 100 * N, "the highest voucher was lost");
+    assert!(accepted >= 1);
+    assert_eq!(
+        end.spent, charged,
+        "committed {charged}, but spent is {}",
+        end.spent
+    );
+    assert_eq!(end.units, successes);
+    assert_eq!(end.reserved, 0);
+    assert!(end.reservations.is_empty());
+    assert!(charged > 0);
+}
+
 // ---------------------------------------------------------------------------------------------
 // The suites: every case on every backend
 
@@ -1206,6 +1272,30 @@ async fn postgres_two_instances() {
     usable_as_dyn(Arc::new(a.clone())).await;
     concurrent_opens_one_winner(a.clone(), b.clone()).await;
     concurrent_vouchers_and_charges(a, b).await;
+    schema.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_concurrent_accept_and_reserve() {
+    let store = MemoryChannelStore::new();
+    concurrent_accept_and_reserve(store.clone(), store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_two_handles_accept_and_reserve() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mpp.db");
+    let (a, b) = tokio::join!(SqliteStore::open(&path), SqliteStore::open(&path));
+    concurrent_accept_and_reserve(a.unwrap(), b.unwrap()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_instances_accept_and_reserve() {
+    let Some(url) = pg_url() else { return };
+    let schema = PgSchema::create(&url, "chan").await.unwrap();
+    let (a, b) = tokio::join!(schema.store(), schema.store());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    concurrent_accept_and_reserve(a, b).await;
     schema.drop().await;
 }
 

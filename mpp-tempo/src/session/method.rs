@@ -21,7 +21,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::receipt::{NeedVoucher, SESSION_INTENT};
-use super::server::{TempoSessions, closed_error, store_fault};
+use super::server::{HoldRequest, TempoSessions, closed_error, store_fault};
 use super::store::{
     Channel, ChannelStore, ChannelStoreError, Charge, ChargeOutcome, Commit, CommitOutcome,
     ReserveOutcome,
@@ -108,7 +108,16 @@ impl TempoSessions {
             expires: ctx.expires,
             now: ctx.now,
         };
-        let verified = self.verify(credential).await?;
+        let price = request.amount;
+        // A content request holds its first unit; with a new voucher, in the same store step
+        // that accepts it.
+        let hold = ctx.content.then(|| Hold::new(self, "request"));
+        let hold_request = hold.as_ref().map(|hold| HoldRequest {
+            reservation: &hold.reservation,
+            amount: price,
+            ttl: ADMISSION_HOLD,
+        });
+        let (verified, held) = self.verify_holding(credential, hold_request).await?;
         let challenge_id = ctx.credential.challenge.id.as_str();
         let channel = &verified.channel;
         let payer = PkhDid {
@@ -116,20 +125,25 @@ impl TempoSessions {
             address: channel.descriptor.payer.to_checksum(None),
         }
         .to_string();
-        if verified.action.is_management() || !ctx.content {
-            let receipt = verified.receipt(challenge_id, ctx.now).to_receipt();
-            return Ok(Verified::respond(204, receipt).with_payer(payer));
-        }
-        // Content: hold one unit now, take it when the handler has answered with success.
-        let price = request.amount;
-        let hold = Hold::new(self, channel.id(), "request");
-        let held = match self
-            .inner
-            .store
-            .reserve(channel.id(), &hold.reservation, price, ADMISSION_HOLD)
-            .await
-            .map_err(store_fault)?
-        {
+        let hold = match hold {
+            Some(hold) if !verified.action.is_management() => hold.on(channel.id()),
+            _ => {
+                let receipt = verified.receipt(challenge_id, ctx.now).to_receipt();
+                return Ok(Verified::respond(204, receipt).with_payer(payer));
+            }
+        };
+        // Content: hold one unit now (unless the voucher's step did), take it when the
+        // handler has answered with success.
+        let held = match held {
+            Some(held) => held,
+            None => self
+                .inner
+                .store
+                .reserve(channel.id(), &hold.reservation, price, ADMISSION_HOLD)
+                .await
+                .map_err(store_fault)?,
+        };
+        let held = match held {
             ReserveOutcome::Reserved { channel, .. } => channel,
             ReserveOutcome::Insufficient(channel) => {
                 return Err(SessionError::InsufficientBalance {
@@ -165,7 +179,7 @@ impl TempoSessions {
             channel_id: held.id(),
             challenge_id: challenge_id.to_owned(),
             price,
-            stream: Hold::new(self, held.id(), "stream").reservation,
+            stream: Hold::new(self, "stream").reservation,
             signal: self.inner.wakeups.signal(held.id()),
             seen: AtomicU64::new(0),
             poll: self.inner.poll_interval,
@@ -195,12 +209,18 @@ struct Hold {
 }
 
 impl Hold {
-    fn new(sessions: &TempoSessions, channel_id: B256, kind: &str) -> Self {
+    /// A new reservation name of `kind`, on no channel yet ([`Hold::on`]).
+    fn new(sessions: &TempoSessions, kind: &str) -> Self {
         Self {
             store: Arc::clone(&sessions.inner.store),
-            channel_id,
+            channel_id: B256::ZERO,
             reservation: format!("{kind}:{}", alloy::hex::encode(&B256::random()[..12])),
         }
+    }
+
+    /// The hold, on `channel_id`.
+    fn on(self, channel_id: B256) -> Self {
+        Self { channel_id, ..self }
     }
 }
 

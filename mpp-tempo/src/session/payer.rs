@@ -133,7 +133,8 @@ impl SessionVoucher {
     }
 }
 
-/// Pays Tempo `session` challenges (v1 and v2) from one key; see the [module docs](self).
+/// Pays Tempo `session` challenges (v1 and v2) from one key; see the
+/// [session module](crate::session).
 /// Share one per payer (behind an `Arc`): it holds the channels.
 pub struct TempoSessionPayer {
     signer: PrivateKeySigner,

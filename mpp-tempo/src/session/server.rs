@@ -35,7 +35,7 @@ use super::escrow::{Escrow, OnChainState};
 use super::server_key::{ServerKey, ServerTxError};
 use super::store::{
     ChangeWatch, Channel, ChannelIdentity, ChannelStore, ChannelStoreError, Charge, ChargeOutcome,
-    CloseOutcome, DepositOutcome, NewChannel, OpenOutcome, Voucher, VoucherOutcome,
+    CloseOutcome, DepositOutcome, NewChannel, OpenOutcome, ReserveOutcome, Voucher, VoucherOutcome,
 };
 use super::wake::Wakeups;
 use super::{
@@ -309,7 +309,7 @@ pub(crate) struct Inner {
     _watch: Option<ChangeWatch>,
 }
 
-/// The session service (cheap to clone). See the [module docs](self).
+/// The session service (cheap to clone). See the [session module](crate::session).
 #[derive(Clone)]
 pub struct TempoSessions {
     pub(crate) inner: Arc<Inner>,
@@ -342,6 +342,17 @@ impl SessionAction {
     pub fn is_management(self) -> bool {
         matches!(self, Self::TopUp | Self::Close)
     }
+}
+
+/// Headroom a content request holds for its first unit ([`TempoSessions::verify_holding`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HoldRequest<'a> {
+    /// The reservation's name.
+    pub(crate) reservation: &'a str,
+    /// How much to hold.
+    pub(crate) amount: u128,
+    /// For how long.
+    pub(crate) ttl: Duration,
 }
 
 /// A verified session credential.
@@ -527,6 +538,18 @@ impl TempoSessions {
         &self,
         credential: SessionCredential<'_>,
     ) -> Result<SessionVerified, SessionError> {
+        Ok(self.verify_holding(credential, None).await?.0)
+    }
+
+    /// [`Self::verify`], and for a new voucher also `hold` in the same store step: a content
+    /// request paying with a voucher then writes once before its handler runs. The hold's
+    /// outcome is `None` when nothing was held here (another action, an equal voucher): the
+    /// caller reserves on its own then.
+    pub(crate) async fn verify_holding(
+        &self,
+        credential: SessionCredential<'_>,
+        hold: Option<HoldRequest<'_>>,
+    ) -> Result<(SessionVerified, Option<ReserveOutcome>), SessionError> {
         let request = credential.request;
         request.validate()?;
         let i = &self.inner;
@@ -555,20 +578,24 @@ impl TempoSessions {
             SessionPayload::Open(open) => self.open(&credential, &domain, open, descriptor).await,
             SessionPayload::TopUp(top_up) => self.top_up(&credential, top_up).await,
             SessionPayload::Voucher(voucher) => {
-                self.voucher(
-                    &credential,
-                    &domain,
-                    voucher.channel_id,
-                    voucher.cumulative_amount,
-                    &voucher.signature,
-                )
-                .await
+                let (verified, held) = self
+                    .voucher(
+                        &credential,
+                        &domain,
+                        voucher.channel_id,
+                        voucher.cumulative_amount,
+                        &voucher.signature,
+                        hold,
+                    )
+                    .await?;
+                // Streams of this process waiting on the channel re-check it now.
+                i.wakeups.wake(verified.channel.id());
+                return Ok((verified, held));
             }
             SessionPayload::Close(close) => self.close(&domain, close).await,
         }?;
-        // Streams of this process waiting on the channel re-check it now.
         i.wakeups.wake(verified.channel.id());
-        Ok(verified)
+        Ok((verified, None))
     }
 
     /// Charges `units` at `price` base units each against the channel: atomically, only if
@@ -707,7 +734,8 @@ impl TempoSessions {
         channel_id: B256,
         cumulative_amount: u128,
         signature: &super::VoucherSignature,
-    ) -> Result<SessionVerified, SessionError> {
+        hold: Option<HoldRequest<'_>>,
+    ) -> Result<(SessionVerified, Option<ReserveOutcome>), SessionError> {
         let i = &self.inner;
         let channel = self.stored(channel_id, None).await?;
         if !channel.state.is_open() {
@@ -752,38 +780,68 @@ impl TempoSessions {
                 close_requested: false,
             },
         )?;
-        let channel = match outcome {
-            super::VoucherOutcome::AlreadyAccepted => channel,
+        let (channel, held) = match outcome {
+            super::VoucherOutcome::AlreadyAccepted => (channel, None),
             super::VoucherOutcome::Accepted { .. } => {
-                self.accept(channel_id, cumulative_amount, signature)
+                self.accept(channel_id, cumulative_amount, signature, hold)
                     .await?
             }
         };
-        Ok(SessionVerified {
+        let verified = SessionVerified {
             action: SessionAction::Voucher,
             accepted_cumulative: channel.highest_voucher,
             channel,
             tx_hash: None,
-        })
+        };
+        Ok((verified, held))
     }
 
-    /// Stores a verified voucher (compare-and-set in the store).
+    /// Stores a verified voucher (compare-and-set in the store), with `hold` in the same
+    /// step when given.
     async fn accept(
         &self,
         channel_id: B256,
         cumulative_amount: u128,
         signature: &super::VoucherSignature,
-    ) -> Result<Channel, SessionError> {
+        hold: Option<HoldRequest<'_>>,
+    ) -> Result<(Channel, Option<ReserveOutcome>), SessionError> {
         let voucher = Voucher {
             cumulative_amount,
             signature: Bytes::copy_from_slice(signature.as_bytes()),
         };
-        let outcome = self
-            .inner
-            .store
-            .accept_voucher(channel_id, &voucher, self.inner.min_voucher_delta)
-            .await
-            .map_err(store_fault)?;
+        let (store, min_delta) = (&self.inner.store, self.inner.min_voucher_delta);
+        let (outcome, held) = match hold {
+            Some(hold) => {
+                let both = store
+                    .accept_and_reserve(
+                        channel_id,
+                        &voucher,
+                        min_delta,
+                        hold.reservation,
+                        (hold.amount, hold.ttl),
+                    )
+                    .await
+                    .map_err(store_fault)?;
+                (both.voucher, both.reserve)
+            }
+            None => (
+                store
+                    .accept_voucher(channel_id, &voucher, min_delta)
+                    .await
+                    .map_err(store_fault)?,
+                None,
+            ),
+        };
+        let channel = self.accepted(outcome, cumulative_amount)?;
+        Ok((channel, held))
+    }
+
+    /// The channel after a stored voucher, or why the store refused it.
+    fn accepted(
+        &self,
+        outcome: VoucherOutcome,
+        cumulative_amount: u128,
+    ) -> Result<Channel, SessionError> {
         match outcome {
             VoucherOutcome::Accepted(c) | VoucherOutcome::AlreadyAccepted(c) => Ok(c),
             VoucherOutcome::BelowHighest(c) => Err(SessionError::failed(format!(
@@ -971,8 +1029,10 @@ impl TempoSessions {
                     open.channel_id,
                     open.cumulative_amount,
                     &open.signature,
+                    None,
                 )
-                .await?;
+                .await?
+                .0;
             verified.action = SessionAction::Open;
             return Ok(verified);
         }
@@ -1104,11 +1164,12 @@ impl TempoSessions {
                 ));
             }
         }
-        let channel = self
+        let (channel, _) = self
             .accept(
                 new.descriptor.channel_id,
                 open.cumulative_amount,
                 &open.signature,
+                None,
             )
             .await?;
         tracing::info!(channel = %channel.id(), payer = %channel.descriptor.payer, deposit = channel.deposit, tx = %receipt.transaction_hash, "channel opened");
@@ -1243,8 +1304,14 @@ impl TempoSessions {
         )?;
         // The store must hold the voucher the close pays (v1 pays all of it).
         let channel = if close.cumulative_amount > channel.highest_voucher {
-            self.accept(close.channel_id, close.cumulative_amount, &close.signature)
-                .await?
+            self.accept(
+                close.channel_id,
+                close.cumulative_amount,
+                &close.signature,
+                None,
+            )
+            .await?
+            .0
         } else {
             channel
         };

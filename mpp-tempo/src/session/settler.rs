@@ -102,6 +102,12 @@ pub struct SettlerConfig {
     pub lookback_blocks: u64,
     /// Called after every settlement.
     pub hook: Option<SettlementHook>,
+    /// How often the lease holder purges the channel store ([`ChannelStore::purge`]: lapsed
+    /// reservations released, expired rows holding nothing unsettled deleted); default one
+    /// minute, `None` when something else purges it.
+    ///
+    /// [`ChannelStore::purge`]: super::store::ChannelStore::purge
+    pub purge_interval: Option<Duration>,
 }
 
 impl Default for SettlerConfig {
@@ -112,6 +118,7 @@ impl Default for SettlerConfig {
             lease: Duration::from_secs(30),
             lookback_blocks: 4_000,
             hook: None,
+            purge_interval: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -123,6 +130,7 @@ impl std::fmt::Debug for SettlerConfig {
             .field("poll", &self.poll)
             .field("lease", &self.lease)
             .field("hook", &self.hook.is_some())
+            .field("purge_interval", &self.purge_interval)
             .finish_non_exhaustive()
     }
 }
@@ -276,6 +284,7 @@ impl TempoSessions {
             OffsetDateTime::now_utc().unix_timestamp_nanos()
         );
         let mut cursor: Option<u64> = None;
+        let mut purged_at: Option<tokio::time::Instant> = None;
         let mut ticks = tokio::time::interval(config.poll);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -310,6 +319,15 @@ impl TempoSessions {
                     }
                 }
                 Err(e) => tracing::warn!(reason = %e, "settlement pass failed"),
+            }
+            if let Some(every) = config.purge_interval
+                && purged_at.is_none_or(|at| at.elapsed() >= every)
+            {
+                purged_at = Some(tokio::time::Instant::now());
+                match i.store.purge().await {
+                    Ok(report) => tracing::debug!(?report, "channel store purged"),
+                    Err(e) => tracing::warn!(reason = %e, "channel store purge failed"),
+                }
             }
         }
     }

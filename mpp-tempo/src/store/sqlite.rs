@@ -11,7 +11,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use mpp_core::BoxFuture;
@@ -23,6 +23,8 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use time::OffsetDateTime;
+
+use crate::session::store::ChannelWriter;
 
 use super::{
     Claim, ClaimRecord, ClaimState, DEFAULT_OPERATION_TIMEOUT, FeeSpend, NewClaim, ReplayStore,
@@ -81,6 +83,8 @@ const PURGE_RESPONSES_SQL: &str = "DELETE FROM idempotent_responses WHERE expire
 pub struct SqliteStore {
     pool: SqlitePool,
     timeout: Duration,
+    /// Where this handle's channel operations queue (see `session::store`).
+    channel_writer: Arc<ChannelWriter>,
 }
 
 impl SqliteStore {
@@ -161,6 +165,7 @@ impl SqliteStore {
         Self {
             pool,
             timeout: DEFAULT_OPERATION_TIMEOUT,
+            channel_writer: Arc::default(),
         }
     }
 
@@ -193,6 +198,11 @@ impl SqliteStore {
     /// How long one operation may take ([`Self::with_timeout`]).
     pub(crate) fn operation_timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// The writer that runs this handle's channel operations.
+    pub(crate) fn channel_writer(&self) -> &ChannelWriter {
+        &self.channel_writer
     }
 
     /// The underlying pool (for inspection in tests and maintenance).

@@ -1,8 +1,10 @@
-//! The channel operations as pure functions on a locked copy of the row.
+//! The channel operations as pure functions on a copy of the row.
 //!
-//! Every backend locks the row (a mutex, `BEGIN IMMEDIATE`, `SELECT ... FOR UPDATE`), hands
-//! it to one of these functions, and writes the row back if the [`Step`] says so. So the
-//! rules live here once, and the backends only differ in how they lock and persist.
+//! Every backend reads the row so that nothing else can change it before the write (a
+//! mutex, `BEGIN IMMEDIATE`, `SELECT ... FOR UPDATE`, or a write conditional on the version
+//! read), hands it to one of these functions, and writes the row back if the [`Step`] says
+//! so. So the rules live here once, and the backends only differ in how they isolate and
+//! persist.
 
 use std::time::Duration;
 
@@ -10,11 +12,11 @@ use alloy::primitives::B256;
 use time::OffsetDateTime;
 
 use super::{
-    CancelCloseOutcome, Channel, ChannelResult, ChannelState, ChannelStoreError, Charge,
-    ChargeOutcome, CloseOutcome, Commit, CommitOutcome, DepositOutcome, FinalizeOutcome,
-    LastSettlement, MAX_RESERVATION_ID_LEN, MAX_RESERVATIONS, MAX_RETENTION, NewChannel,
-    OpenOutcome, Reservation, ReserveOutcome, SettlementOutcome, SettlementQuery, Voucher,
-    VoucherOutcome,
+    AcceptReserveOutcome, CancelCloseOutcome, Channel, ChannelResult, ChannelState,
+    ChannelStoreError, Charge, ChargeOutcome, CloseOutcome, Commit, CommitOutcome, DepositOutcome,
+    FinalizeOutcome, LastSettlement, MAX_RESERVATION_ID_LEN, MAX_RESERVATIONS, MAX_RETENTION,
+    NewChannel, OpenOutcome, Reservation, ReserveOutcome, SettlementOutcome, SettlementQuery,
+    Voucher, VoucherOutcome,
 };
 use crate::store::{now_unix_ms, unix_ms_ceil};
 
@@ -286,6 +288,35 @@ pub(super) fn accept_voucher(
         VoucherOutcome::DeltaTooSmall(ch.clone())
     };
     Step::keep(outcome)
+}
+
+/// [`super::ChannelStore::accept_and_reserve`]: both steps on one locked row, written once.
+pub(super) fn accept_and_reserve(
+    slot: &mut Option<Channel>,
+    voucher: &Voucher,
+    min_delta: u128,
+    reservation: &str,
+    (amount, ttl): (u128, Duration),
+    now: OffsetDateTime,
+) -> ChannelResult<Step<AcceptReserveOutcome>> {
+    let accepted = accept_voucher(slot, voucher, min_delta, now);
+    let held = match accepted.outcome {
+        VoucherOutcome::Accepted(_) | VoucherOutcome::AlreadyAccepted(_) => {
+            Some(reserve(slot, reservation, amount, ttl, now)?)
+        }
+        _ => None,
+    };
+    let write = match (accepted.write, held.as_ref().map(|h| h.write)) {
+        (Write::None, None | Some(Write::None)) => Write::None,
+        _ => Write::Update,
+    };
+    Ok(Step {
+        outcome: AcceptReserveOutcome {
+            voucher: accepted.outcome,
+            reserve: held.map(|h| h.outcome),
+        },
+        write,
+    })
 }
 
 /// The cost of `charge`, or why it cannot be charged.

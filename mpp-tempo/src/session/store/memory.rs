@@ -10,9 +10,10 @@ use time::OffsetDateTime;
 
 use super::logic::{self, Step, Write};
 use super::{
-    CancelCloseOutcome, Channel, ChannelResult, ChannelStore, Charge, ChargeOutcome, CloseOutcome,
-    Commit, CommitOutcome, DepositOutcome, FinalizeOutcome, NewChannel, OpenOutcome, PurgeReport,
-    ReserveOutcome, SettlementOutcome, SettlementQuery, Voucher, VoucherOutcome,
+    AcceptReserveOutcome, CancelCloseOutcome, Channel, ChannelResult, ChannelStore, Charge,
+    ChargeOutcome, CloseOutcome, Commit, CommitOutcome, DepositOutcome, FinalizeOutcome,
+    NewChannel, OpenOutcome, PurgeReport, ReserveOutcome, SettlementOutcome, SettlementQuery,
+    Voucher, VoucherOutcome,
 };
 use crate::store::StoreError;
 
@@ -186,6 +187,19 @@ impl ChannelStore for MemoryChannelStore {
     ) -> BoxFuture<'a, ChannelResult<ReserveOutcome>> {
         Self::ready(self.with(channel_id, |slot, now| {
             logic::reserve(slot, reservation, amount, ttl, now)
+        }))
+    }
+
+    fn accept_and_reserve<'a>(
+        &'a self,
+        channel_id: B256,
+        voucher: &'a Voucher,
+        min_delta: u128,
+        reservation: &'a str,
+        hold: (u128, Duration),
+    ) -> BoxFuture<'a, ChannelResult<AcceptReserveOutcome>> {
+        Self::ready(self.with(channel_id, |slot, now| {
+            logic::accept_and_reserve(slot, voucher, min_delta, reservation, hold, now)
         }))
     }
 

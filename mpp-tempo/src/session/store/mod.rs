@@ -5,18 +5,26 @@
 //! linearizable, also across server instances sharing one database:
 //!
 //! - [`MemoryChannelStore`]: one mutex over a map, for layer tests and examples;
-//! - [`SqliteStore`](crate::store::SqliteStore): each operation is one `BEGIN IMMEDIATE`
-//!   transaction (SQLite's database write lock, taken before the row is read), so two
-//!   handles or processes on one file are serialized;
+//! - [`SqliteStore`](crate::store::SqliteStore): operations run inside `BEGIN IMMEDIATE`
+//!   transactions (SQLite's database write lock, taken before any row is read), so two
+//!   handles or processes on one file are serialized; a handle's concurrent operations
+//!   share one transaction and one fsync (group commit), each still answered only once the
+//!   transaction holding its write has committed;
 //! - [`PgStore`](crate::store::PgStore): the hot operations ([`ChannelStore::charge`],
 //!   [`ChannelStore::accept_voucher`]) are first tried as one conditional
-//!   `UPDATE ... WHERE ... RETURNING` (one round trip); everything else, and a hot operation
-//!   whose condition did not hold, runs as `SELECT ... FOR UPDATE` and one `UPDATE` in a
-//!   transaction.
+//!   `UPDATE ... WHERE ... RETURNING` (one round trip); everything else on an existing row
+//!   (and a hot operation whose condition did not hold) is first optimistic: a plain
+//!   `SELECT`, the decision, and one autocommit `UPDATE ... WHERE version = <read>` (two
+//!   round trips, atomic because the write applies only to the row as read: the version
+//!   condition stands in for the lock). If a concurrent writer changed the row in between,
+//!   or there is no row (an open), the operation runs again under `SELECT ... FOR UPDATE`
+//!   and one `UPDATE` in a transaction (one optimistic try, never an unbounded retry).
 //!
 //! In every backend the decision is taken by the same pure functions (module `logic`) on a
-//! locked copy of the row: the Postgres one-statement fast paths are exactly those functions'
-//! success conditions written in SQL, and when they do not hold the locked path decides.
+//! copy of the row that nothing else can change before the write (locked, or written back
+//! only if its version is unchanged): the Postgres one-statement fast paths are exactly
+//! those functions' success conditions written in SQL, and when they do not hold the
+//! general path decides.
 //!
 //! # Amounts and invariants
 //!
@@ -60,6 +68,9 @@ mod postgres;
 mod row;
 #[cfg(feature = "sqlite")]
 mod sqlite;
+
+#[cfg(feature = "sqlite")]
+pub(crate) use sqlite::ChannelWriter;
 
 pub use memory::MemoryChannelStore;
 
@@ -422,6 +433,15 @@ pub enum ReserveOutcome {
     NotFound,
 }
 
+/// The result of [`ChannelStore::accept_and_reserve`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptReserveOutcome {
+    /// What became of the voucher.
+    pub voucher: VoucherOutcome,
+    /// What became of the hold: `None` when the voucher was refused (nothing held).
+    pub reserve: Option<ReserveOutcome>,
+}
+
 /// The result of [`ChannelStore::commit`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
@@ -600,6 +620,32 @@ pub trait ChannelStore: Send + Sync + 'static {
         ttl: Duration,
     ) -> BoxFuture<'a, ChannelResult<ReserveOutcome>>;
 
+    /// [`accept_voucher`](Self::accept_voucher), then, when the voucher is accepted or equals
+    /// the highest, [`reserve`](Self::reserve) of `amount` for `reservation`: what a content
+    /// request paying with a new voucher does before its handler runs. The backends here do
+    /// both in one atomic step with one write; this default runs the two operations in turn
+    /// (each atomic) for stores that have no combined form.
+    fn accept_and_reserve<'a>(
+        &'a self,
+        channel_id: B256,
+        voucher: &'a Voucher,
+        min_delta: u128,
+        reservation: &'a str,
+        hold: (u128, Duration),
+    ) -> BoxFuture<'a, ChannelResult<AcceptReserveOutcome>> {
+        Box::pin(async move {
+            let voucher = self.accept_voucher(channel_id, voucher, min_delta).await?;
+            let reserve = match voucher {
+                VoucherOutcome::Accepted(_) | VoucherOutcome::AlreadyAccepted(_) => Some(
+                    self.reserve(channel_id, reservation, hold.0, hold.1)
+                        .await?,
+                ),
+                _ => None,
+            };
+            Ok(AcceptReserveOutcome { voucher, reserve })
+        })
+    }
+
     /// Moves `commit.amount` of the reservation to `spent` (and adds `commit.units`),
     /// releasing the rest if `commit.release_rest` or nothing is left. Only while open;
     /// on a closing or finalized channel the reservation is released and nothing is charged.
@@ -745,6 +791,17 @@ impl<T: ChannelStore + ?Sized> ChannelStore for Arc<T> {
         ttl: Duration,
     ) -> BoxFuture<'a, ChannelResult<ReserveOutcome>> {
         (**self).reserve(channel_id, reservation, amount, ttl)
+    }
+
+    fn accept_and_reserve<'a>(
+        &'a self,
+        channel_id: B256,
+        voucher: &'a Voucher,
+        min_delta: u128,
+        reservation: &'a str,
+        hold: (u128, Duration),
+    ) -> BoxFuture<'a, ChannelResult<AcceptReserveOutcome>> {
+        (**self).accept_and_reserve(channel_id, voucher, min_delta, reservation, hold)
     }
 
     fn commit<'a>(

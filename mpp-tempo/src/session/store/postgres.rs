@@ -1,18 +1,28 @@
 //! [`ChannelStore`] for [`PgStore`]: the `session_channels` table in the same database as the
 //! replay keys, shared by every instance.
 //!
-//! Two ways to change a row, both linearizable per channel:
+//! Three ways to change a row, all linearizable per channel:
 //!
 //! - the hot paths ([`ChannelStore::charge`], [`ChannelStore::accept_voucher`]) first try
 //!   one statement: a conditional `UPDATE ... WHERE <the operation's success condition>
 //!   RETURNING`. Postgres re-checks the `WHERE` against the latest
 //!   committed row after waiting for a concurrent writer's lock, so the condition and the
 //!   change are one atomic step, in one round trip. The `NUMERIC(39,0)` arithmetic is exact;
-//! - otherwise (every other operation, or a fast path whose condition did not hold, to find
-//!   out why and report the row) a transaction locks the row with `SELECT ... FOR UPDATE`,
-//!   the shared rules decide in Rust, and one `UPDATE` writes the result. Each transaction
-//!   locks a single row, so they cannot deadlock. An open finds no row to lock: it inserts
-//!   with `ON CONFLICT DO NOTHING` and, if a concurrent open won, runs again on its row.
+//! - every other operation on an existing row (and a fast path whose condition did not hold)
+//!   is first optimistic, without a transaction: a plain `SELECT` of the row, the shared
+//!   rules decide in Rust, and, if the row changes, one autocommit
+//!   `UPDATE ... WHERE channel_id = $1 AND version = <the version read>`. That condition is
+//!   re-checked the same way, so the write applies only if nothing changed the row since the
+//!   read: read, decision and write are one atomic step, taking effect at the `UPDATE` (or at
+//!   the read, for an outcome that writes nothing). Two round trips on one pool connection,
+//!   against four for the transaction (`BEGIN`, `SELECT ... FOR UPDATE`, `UPDATE`,
+//!   `COMMIT`). The `UPDATE` fires the change notification trigger like any other;
+//! - when the conditional `UPDATE` matched no row (a concurrent writer won), or there was no
+//!   row, a transaction locks the row with `SELECT ... FOR UPDATE`, the rules decide again,
+//!   and one `UPDATE` writes the result. There is one optimistic try per operation, never an
+//!   unbounded retry. Each transaction locks a single row, so they cannot deadlock. An open
+//!   finds no row to lock: it inserts with `ON CONFLICT DO NOTHING` and, if a concurrent open
+//!   won, runs again on its row.
 
 use std::time::Duration;
 
@@ -24,10 +34,10 @@ use time::OffsetDateTime;
 use super::logic::{self, Step, Write, time_to_ms};
 use super::row::{Encoded, RawChannel, channel_key, encode, plain_amount};
 use super::{
-    CancelCloseOutcome, ChangeCallback, ChangeWatch, Channel, ChannelResult, ChannelStore, Charge,
-    ChargeOutcome, CloseOutcome, Commit, CommitOutcome, DepositOutcome, FinalizeOutcome,
-    NewChannel, OpenOutcome, PurgeReport, ReserveOutcome, SettlementOutcome, SettlementQuery,
-    Voucher, VoucherOutcome, with_deadline,
+    AcceptReserveOutcome, CancelCloseOutcome, ChangeCallback, ChangeWatch, Channel, ChannelResult,
+    ChannelStore, Charge, ChargeOutcome, CloseOutcome, Commit, CommitOutcome, DepositOutcome,
+    FinalizeOutcome, NewChannel, OpenOutcome, PurgeReport, ReserveOutcome, SettlementOutcome,
+    SettlementQuery, Voucher, VoucherOutcome, with_deadline,
 };
 use crate::store::{PgStore, StoreError, one_row};
 
@@ -143,7 +153,10 @@ async fn insert(conn: &mut PgConnection, e: &Encoded) -> ChannelResult<bool> {
     Ok(one_row(done.rows_affected(), "channel insert")?)
 }
 
-async fn update(conn: &mut PgConnection, e: &Encoded, read_version: i64) -> ChannelResult<()> {
+/// Writes `e` over the row if it still has `read_version`: one autocommit statement on a
+/// pool connection, or part of a transaction. `false` if no row matched (the row changed or
+/// went since it was read).
+async fn update(conn: &mut PgConnection, e: &Encoded, read_version: i64) -> ChannelResult<bool> {
     let done = sqlx::query(UPDATE_SQL)
         .bind(&e.channel_id)
         .bind(&e.deposit)
@@ -169,15 +182,62 @@ async fn update(conn: &mut PgConnection, e: &Encoded, read_version: i64) -> Chan
         .bind(read_version)
         .execute(conn)
         .await?;
-    if one_row(done.rows_affected(), "channel update")? {
-        Ok(())
-    } else {
-        // Impossible under the row lock: something wrote the row outside this protocol.
-        Err(StoreError::new(format!(
-            "channel {} changed under its row lock; refusing to trust it",
-            e.channel_id
+    Ok(one_row(done.rows_affected(), "channel update")?)
+}
+
+/// The row `op` left in `slot`, checked against the invariants and encoded for a write.
+fn checked(key: &str, slot: Option<&Channel>) -> ChannelResult<Encoded> {
+    let Some(ch) = slot else {
+        return Err(StoreError::new("a channel operation lost its row").into());
+    };
+    logic::check_invariants(ch).map_err(|broken| {
+        StoreError::new(format!(
+            "channel {key}: refusing a write that breaks the invariants: {broken}"
         ))
-        .into())
+    })?;
+    Ok(encode(ch, plain_amount)?)
+}
+
+/// The version `ch` was read at, as stored.
+fn stored_version(ch: &Channel) -> ChannelResult<i64> {
+    Ok(i64::try_from(ch.version).map_err(StoreError::new)?)
+}
+
+/// Runs `op` on channel `key` without a lock: a plain `SELECT` (autocommit), the decision,
+/// and, if the row changed, one `UPDATE ... WHERE channel_id = $1 AND version = <read>`.
+///
+/// Linearizable: an outcome that writes nothing takes effect at the read (a committed row);
+/// a write takes effect at its `UPDATE`, which Postgres applies only if the row is still the
+/// version read (re-checked against the latest committed row after waiting for any concurrent
+/// writer's lock), so no change can fall between the read and the write. `None` when this
+/// path cannot finish the operation: there is no row (an open inserts it), or another writer
+/// changed the row first (its version moved on). The caller then runs the locked transaction.
+async fn optimistic<O>(
+    conn: &mut PgConnection,
+    key: &str,
+    op: &(impl Fn(&mut Option<Channel>, OffsetDateTime) -> ChannelResult<Step<O>> + Sync),
+) -> ChannelResult<Option<O>> {
+    let raw: Option<RawChannel> = sqlx::query_as(SELECT_SQL)
+        .bind(key)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let Some(raw) = raw else { return Ok(None) };
+    let read = raw.decode()?;
+    let read_version = stored_version(&read)?;
+    let mut slot = Some(read);
+    // The clock is read after the row, and the write applies only if no operation took effect
+    // since: times still follow the order operations take effect.
+    let step = op(&mut slot, logic::now())?;
+    match step.write {
+        Write::None => Ok(Some(step.outcome)),
+        Write::Update => {
+            let encoded = checked(key, slot.as_ref())?;
+            Ok(update(conn, &encoded, read_version)
+                .await?
+                .then_some(step.outcome))
+        }
+        // Only an open inserts, and only where it found no row: let the locked path decide.
+        Write::Insert => Ok(None),
     }
 }
 
@@ -188,37 +248,27 @@ enum Attempt<O> {
     LostInsertRace,
 }
 
-/// Runs one operation on channel `channel_id` in a transaction holding its row lock: read the
-/// row `FOR UPDATE`, let `op` decide, write what it changed, commit.
+/// Runs one operation on channel `key` in a transaction holding its row lock: read the row
+/// `FOR UPDATE`, let `op` decide, write what it changed, commit.
 async fn attempt<O>(
-    store: &PgStore,
+    conn: &mut PgConnection,
     key: &str,
     op: &(impl Fn(&mut Option<Channel>, OffsetDateTime) -> ChannelResult<Step<O>> + Sync),
 ) -> ChannelResult<Attempt<O>> {
-    let mut tx = store.pool().begin().await?;
+    let mut tx = sqlx::Connection::begin(conn).await?;
     let raw: Option<RawChannel> = sqlx::query_as(LOCK_SQL)
         .bind(key)
         .fetch_optional(&mut *tx)
         .await?;
     let mut slot = raw.map(RawChannel::decode).transpose()?;
-    let read_version = slot.as_ref().map(|c| c.version);
+    let read_version = slot.as_ref().map(stored_version).transpose()?;
     // Read under the lock: each operation's time is in the order operations take effect.
     let step = op(&mut slot, logic::now())?;
-    let encoded = match (step.write, &slot) {
-        (Write::None, _) => {
-            tx.rollback().await?;
-            return Ok(Attempt::Done(step.outcome));
-        }
-        (_, None) => return Err(StoreError::new("a channel operation lost its row").into()),
-        (_, Some(ch)) => {
-            logic::check_invariants(ch).map_err(|broken| {
-                StoreError::new(format!(
-                    "channel {key}: refusing a write that breaks the invariants: {broken}"
-                ))
-            })?;
-            encode(ch, plain_amount)?
-        }
-    };
+    if step.write == Write::None {
+        tx.rollback().await?;
+        return Ok(Attempt::Done(step.outcome));
+    }
+    let encoded = checked(key, slot.as_ref())?;
     match (step.write, read_version) {
         (Write::Insert, _) => {
             // There was no row to lock: a concurrent open may have inserted it since, and
@@ -229,8 +279,14 @@ async fn attempt<O>(
             }
         }
         (_, Some(read)) => {
-            let read = i64::try_from(read).map_err(StoreError::new)?;
-            update(&mut tx, &encoded, read).await?;
+            if !update(&mut tx, &encoded, read).await? {
+                // Impossible under the row lock: something wrote the row outside this
+                // protocol.
+                return Err(StoreError::new(format!(
+                    "channel {key} changed under its row lock; refusing to trust it"
+                ))
+                .into());
+            }
         }
         (_, None) => return Err(StoreError::new("a channel update without a row read").into()),
     }
@@ -238,15 +294,23 @@ async fn attempt<O>(
     Ok(Attempt::Done(step.outcome))
 }
 
-/// [`attempt`], once more if it lost an insert race (the second attempt finds the row).
+/// Runs `op` on channel `channel_id`, atomically, on one pool connection: first
+/// [`optimistic`]ally (one read, at most one conditional write); if that cannot finish it,
+/// [`attempt`] under the row lock, once more if it lost an insert race (the second attempt
+/// finds the row). At most one optimistic try, so a busy row costs one wasted read and write,
+/// never an unbounded retry loop.
 async fn locked<O>(
     store: &PgStore,
     channel_id: B256,
     op: impl Fn(&mut Option<Channel>, OffsetDateTime) -> ChannelResult<Step<O>> + Sync,
 ) -> ChannelResult<O> {
     let key = channel_key(channel_id);
+    let mut conn = store.pool().acquire().await?;
+    if let Some(outcome) = optimistic(&mut conn, &key, &op).await? {
+        return Ok(outcome);
+    }
     for _ in 0..2 {
-        if let Attempt::Done(outcome) = attempt(store, &key, &op).await? {
+        if let Attempt::Done(outcome) = attempt(&mut conn, &key, &op).await? {
             return Ok(outcome);
         }
     }
@@ -379,6 +443,26 @@ impl ChannelStore for PgStore {
             async move {
                 locked(self, channel_id, |slot, now| {
                     logic::reserve(slot, reservation, amount, ttl, now)
+                })
+                .await
+            },
+        ))
+    }
+
+    fn accept_and_reserve<'a>(
+        &'a self,
+        channel_id: B256,
+        voucher: &'a Voucher,
+        min_delta: u128,
+        reservation: &'a str,
+        hold: (u128, Duration),
+    ) -> BoxFuture<'a, ChannelResult<AcceptReserveOutcome>> {
+        Box::pin(with_deadline(
+            self.operation_timeout(),
+            "Postgres voucher and hold",
+            async move {
+                locked(self, channel_id, |slot, now| {
+                    logic::accept_and_reserve(slot, voucher, min_delta, reservation, hold, now)
                 })
                 .await
             },

@@ -1,26 +1,34 @@
 //! [`ChannelStore`] for [`SqliteStore`]: the `session_channels` table in the same file as the
 //! replay keys.
 //!
-//! Every change is one `BEGIN IMMEDIATE` transaction: it takes SQLite's database write lock
-//! before reading the row, so the read, the decision (in Rust: SQLite cannot do `u128`
-//! arithmetic) and the write are one atomic step, serialized with every other writer on the
-//! file, whichever connection, pool or process it comes from. The `UPDATE` is still
+//! Every change runs inside a `BEGIN IMMEDIATE` transaction: it takes SQLite's database
+//! write lock before reading the row, so the read, the decision (in Rust: SQLite cannot do
+//! `u128` arithmetic) and the write are one atomic step, serialized with every other writer
+//! on the file, whichever connection, pool or process it comes from. The `UPDATE` is still
 //! conditional on the row's `version` as read, and a write that matches no row fails closed.
 //! Concurrent writers wait for the lock up to the pool's busy timeout.
+//!
+//! A durable commit costs an fsync (about a millisecond), far more than the operation. So
+//! each store handle has one writer task ([`ChannelWriter`]) that runs every operation queued
+//! while the previous transaction committed in the next one, in order, and commits once:
+//! under load, one fsync serves dozens of operations instead of one.
 
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use alloy::primitives::B256;
 use mpp_core::BoxFuture;
-use sqlx::SqliteConnection;
+use sqlx::{SqliteConnection, SqlitePool};
 use time::OffsetDateTime;
+use tokio::sync::{mpsc, oneshot};
 
 use super::logic::{self, Step, Write, time_to_ms};
 use super::row::{Encoded, RawChannel, channel_key, encode, padded_amount};
 use super::{
-    CancelCloseOutcome, Channel, ChannelResult, ChannelStore, Charge, ChargeOutcome, CloseOutcome,
-    Commit, CommitOutcome, DepositOutcome, FinalizeOutcome, NewChannel, OpenOutcome, PurgeReport,
-    ReserveOutcome, SettlementOutcome, SettlementQuery, Voucher, VoucherOutcome, with_deadline,
+    AcceptReserveOutcome, CancelCloseOutcome, Channel, ChannelResult, ChannelStore,
+    ChannelStoreError, Charge, ChargeOutcome, CloseOutcome, Commit, CommitOutcome, DepositOutcome,
+    FinalizeOutcome, NewChannel, OpenOutcome, PurgeReport, ReserveOutcome, SettlementOutcome,
+    SettlementQuery, Voucher, VoucherOutcome, with_deadline,
 };
 use crate::store::{SqliteStore, StoreError, one_row};
 
@@ -148,51 +156,196 @@ async fn update(conn: &mut SqliteConnection, e: &Encoded, read_version: i64) -> 
     }
 }
 
-/// Runs one operation on channel `channel_id` inside `BEGIN IMMEDIATE`: read the row, let
-/// `op` decide, write what it changed, commit.
-async fn locked<O>(
-    store: &SqliteStore,
+/// Most operations committed together.
+const MAX_BATCH: usize = 64;
+
+/// A store handle's channel writer: operations queue here, and one task runs everything
+/// queued so far in one `BEGIN IMMEDIATE` transaction, each operation reading its row,
+/// deciding and writing in turn, then commits once (group commit). One fsync then serves
+/// many operations; each still sees every operation before it, and answers only once the
+/// transaction holding its write has committed.
+#[derive(Debug, Default)]
+pub(crate) struct ChannelWriter {
+    queue: Mutex<Option<mpsc::UnboundedSender<Box<dyn Job>>>>,
+}
+
+impl ChannelWriter {
+    /// Queues `job`, starting the writer task when there is none (or it stopped with the
+    /// runtime it ran on). A job that cannot be queued is dropped, which answers its caller
+    /// with an error.
+    fn submit(&self, pool: &SqlitePool, job: Box<dyn Job>) {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let job = match queue.as_ref().filter(|q| !q.is_closed()) {
+            Some(q) => match q.send(job) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(job)) => job,
+            },
+            None => job,
+        };
+        let (sender, receiver) = mpsc::unbounded_channel();
+        tokio::spawn(write_loop(pool.clone(), receiver));
+        // The receiver lives in the task just spawned.
+        let _ = sender.send(job);
+        *queue = Some(sender);
+    }
+}
+
+/// One queued operation with its own outcome type.
+trait Job: Send {
+    fn channel_id(&self) -> B256;
+    /// Decides on the row read under the write lock; the outcome waits in the job.
+    fn decide(&mut self, slot: &mut Option<Channel>, now: OffsetDateTime) -> Write;
+    /// This operation failed on its own (its write is not made; the others go on).
+    fn fail(&mut self, error: ChannelStoreError);
+    /// Answers the caller: its outcome, or `batch_error` when the transaction failed.
+    fn answer(self: Box<Self>, batch_error: Option<&str>);
+}
+
+struct Queued<O, F> {
     channel_id: B256,
-    op: impl FnOnce(&mut Option<Channel>, OffsetDateTime) -> ChannelResult<Step<O>> + Send,
-) -> ChannelResult<O> {
-    let key = channel_key(channel_id);
-    let mut tx = store.pool().begin_with("BEGIN IMMEDIATE").await?;
-    let raw: Option<RawChannel> = sqlx::query_as(SELECT_SQL)
-        .bind(&key)
-        .fetch_optional(&mut *tx)
-        .await?;
-    let mut slot = raw.map(RawChannel::decode).transpose()?;
-    let read_version = slot.as_ref().map(|c| c.version);
-    // Read under the lock: each operation's time is in the order operations take effect.
-    let step = op(&mut slot, logic::now())?;
-    let written = match (step.write, &slot) {
-        (Write::None, _) => None,
-        (_, None) => return Err(StoreError::new("a channel operation lost its row").into()),
-        (write, Some(ch)) => {
-            logic::check_invariants(ch).map_err(|broken| {
-                StoreError::new(format!(
-                    "channel {key}: refusing a write that breaks the invariants: {broken}"
-                ))
-            })?;
-            Some((write, encode(ch, padded_amount)?))
-        }
-    };
-    match (written, read_version) {
-        (None, _) => tx.rollback().await?,
-        (Some((Write::Insert, e)), _) => {
-            insert(&mut tx, &e).await?;
-            tx.commit().await?;
-        }
-        (Some((_, e)), Some(read)) => {
-            let read = i64::try_from(read).map_err(StoreError::new)?;
-            update(&mut tx, &e, read).await?;
-            tx.commit().await?;
-        }
-        (Some(_), None) => {
-            return Err(StoreError::new("a channel update without a row read").into());
+    op: Option<F>,
+    outcome: Option<ChannelResult<O>>,
+    reply: oneshot::Sender<ChannelResult<O>>,
+}
+
+impl<O, F> Job for Queued<O, F>
+where
+    O: Send,
+    F: FnOnce(&mut Option<Channel>, OffsetDateTime) -> ChannelResult<Step<O>> + Send,
+{
+    fn channel_id(&self) -> B256 {
+        self.channel_id
+    }
+
+    fn decide(&mut self, slot: &mut Option<Channel>, now: OffsetDateTime) -> Write {
+        let Some(op) = self.op.take() else {
+            return Write::None;
+        };
+        match op(slot, now) {
+            Ok(step) => {
+                self.outcome = Some(Ok(step.outcome));
+                step.write
+            }
+            Err(e) => {
+                self.outcome = Some(Err(e));
+                Write::None
+            }
         }
     }
-    Ok(step.outcome)
+
+    fn fail(&mut self, error: ChannelStoreError) {
+        self.outcome = Some(Err(error));
+    }
+
+    fn answer(self: Box<Self>, batch_error: Option<&str>) {
+        let result = match (batch_error, self.outcome) {
+            (Some(reason), _) => Err(StoreError::new(reason).into()),
+            (None, Some(outcome)) => outcome,
+            (None, None) => Err(StoreError::new("a channel operation was never run").into()),
+        };
+        // A caller that gave up (its deadline passed) no longer listens.
+        let _ = self.reply.send(result);
+    }
+}
+
+async fn write_loop(pool: SqlitePool, mut queue: mpsc::UnboundedReceiver<Box<dyn Job>>) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while queue.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let failed = run_batch(&pool, &mut jobs)
+            .await
+            .err()
+            .map(|e| e.to_string());
+        if let Some(reason) = &failed {
+            tracing::debug!(%reason, operations = jobs.len(), "SQLite channel batch failed");
+        }
+        for job in jobs.drain(..) {
+            job.answer(failed.as_deref());
+        }
+    }
+}
+
+/// Runs `jobs` in one `BEGIN IMMEDIATE` transaction: SQLite's database write lock is taken
+/// before any row is read, so each read, decision and write is one atomic step, serialized
+/// with every other writer on the file, whichever connection, pool or process it comes
+/// from. An `Err` fails every job (nothing of the batch is known to be written).
+async fn run_batch(pool: &SqlitePool, jobs: &mut [Box<dyn Job>]) -> ChannelResult<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut wrote = false;
+    for job in jobs.iter_mut() {
+        let key = channel_key(job.channel_id());
+        let raw: Option<RawChannel> = sqlx::query_as(SELECT_SQL)
+            .bind(&key)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let mut slot = match raw.map(RawChannel::decode).transpose() {
+            Ok(slot) => slot,
+            Err(e) => {
+                job.fail(e.into());
+                continue;
+            }
+        };
+        let read_version = slot.as_ref().map(|c| c.version);
+        // Read under the lock: each operation's time is in the order operations take effect.
+        let write = job.decide(&mut slot, logic::now());
+        match (write, &slot, read_version) {
+            (Write::None, _, _) => {}
+            (_, None, _) => job.fail(StoreError::new("a channel operation lost its row").into()),
+            (write, Some(ch), read) => {
+                let encoded = logic::check_invariants(ch)
+                    .map_err(|broken| {
+                        StoreError::new(format!(
+                            "channel {key}: refusing a write that breaks the invariants: {broken}"
+                        ))
+                    })
+                    .and_then(|()| encode(ch, padded_amount));
+                let encoded = match encoded {
+                    Ok(encoded) => encoded,
+                    Err(e) => {
+                        job.fail(e.into());
+                        continue;
+                    }
+                };
+                match (write, read) {
+                    (Write::Insert, _) => insert(&mut tx, &encoded).await?,
+                    (_, Some(read)) => {
+                        let read = i64::try_from(read).map_err(StoreError::new)?;
+                        update(&mut tx, &encoded, read).await?;
+                    }
+                    (_, None) => {
+                        job.fail(StoreError::new("a channel update without a row read").into());
+                        continue;
+                    }
+                }
+                wrote = true;
+            }
+        }
+    }
+    if wrote {
+        tx.commit().await?;
+    } else {
+        tx.rollback().await?;
+    }
+    Ok(())
+}
+
+/// Runs one operation on channel `channel_id` through the store's [`ChannelWriter`]: read
+/// the row under the write lock, let `op` decide, write what it changed, commit.
+async fn locked<O, F>(store: &SqliteStore, channel_id: B256, op: F) -> ChannelResult<O>
+where
+    O: Send + 'static,
+    F: FnOnce(&mut Option<Channel>, OffsetDateTime) -> ChannelResult<Step<O>> + Send + 'static,
+{
+    let (reply, answer) = oneshot::channel();
+    let job = Queued {
+        channel_id,
+        op: Some(op),
+        outcome: None,
+        reply,
+    };
+    store.channel_writer().submit(store.pool(), Box::new(job));
+    answer
+        .await
+        .map_err(|_| StoreError::new("the channel writer stopped before answering"))?
 }
 
 fn decode_all(rows: Vec<RawChannel>) -> ChannelResult<Vec<Channel>> {
@@ -207,8 +360,9 @@ impl ChannelStore for SqliteStore {
             self.operation_timeout(),
             "SQLite channel open",
             async move {
-                locked(self, channel.descriptor.channel_id, |slot, now| {
-                    logic::open(slot, channel, now)
+                let channel = channel.clone();
+                locked(self, channel.descriptor.channel_id, move |slot, now| {
+                    logic::open(slot, &channel, now)
                 })
                 .await
             },
@@ -238,7 +392,7 @@ impl ChannelStore for SqliteStore {
             self.operation_timeout(),
             "SQLite channel deposit",
             async move {
-                locked(self, channel_id, |slot, now| {
+                locked(self, channel_id, move |slot, now| {
                     Ok(logic::record_deposit(slot, deposit, now))
                 })
                 .await
@@ -256,8 +410,9 @@ impl ChannelStore for SqliteStore {
             self.operation_timeout(),
             "SQLite voucher",
             async move {
-                locked(self, channel_id, |slot, now| {
-                    Ok(logic::accept_voucher(slot, voucher, min_delta, now))
+                let voucher = voucher.clone();
+                locked(self, channel_id, move |slot, now| {
+                    Ok(logic::accept_voucher(slot, &voucher, min_delta, now))
                 })
                 .await
             },
@@ -274,7 +429,7 @@ impl ChannelStore for SqliteStore {
             "SQLite charge",
             async move {
                 logic::charge_cost(charge)?;
-                locked(self, channel_id, |slot, now| {
+                locked(self, channel_id, move |slot, now| {
                     logic::charge(slot, charge, now)
                 })
                 .await
@@ -293,8 +448,30 @@ impl ChannelStore for SqliteStore {
             self.operation_timeout(),
             "SQLite reserve",
             async move {
-                locked(self, channel_id, |slot, now| {
-                    logic::reserve(slot, reservation, amount, ttl, now)
+                let reservation = reservation.to_owned();
+                locked(self, channel_id, move |slot, now| {
+                    logic::reserve(slot, &reservation, amount, ttl, now)
+                })
+                .await
+            },
+        ))
+    }
+
+    fn accept_and_reserve<'a>(
+        &'a self,
+        channel_id: B256,
+        voucher: &'a Voucher,
+        min_delta: u128,
+        reservation: &'a str,
+        hold: (u128, Duration),
+    ) -> BoxFuture<'a, ChannelResult<AcceptReserveOutcome>> {
+        Box::pin(with_deadline(
+            self.operation_timeout(),
+            "SQLite voucher and hold",
+            async move {
+                let (voucher, reservation) = (voucher.clone(), reservation.to_owned());
+                locked(self, channel_id, move |slot, now| {
+                    logic::accept_and_reserve(slot, &voucher, min_delta, &reservation, hold, now)
                 })
                 .await
             },
@@ -311,8 +488,9 @@ impl ChannelStore for SqliteStore {
             self.operation_timeout(),
             "SQLite commit",
             async move {
-                locked(self, channel_id, |slot, now| {
-                    logic::commit(slot, reservation, commit, now)
+                let reservation = reservation.to_owned();
+                locked(self, channel_id, move |slot, now| {
+                    logic::commit(slot, &reservation, commit, now)
                 })
                 .await
             },
@@ -328,7 +506,7 @@ impl ChannelStore for SqliteStore {
             self.operation_timeout(),
             "SQLite mark closing",
             async move {
-                locked(self, channel_id, |slot, now| {
+                locked(self, channel_id, move |slot, now| {
                     Ok(logic::mark_closing(slot, requested_at, now))
                 })
                 .await
@@ -345,7 +523,7 @@ impl ChannelStore for SqliteStore {
             self.operation_timeout(),
             "SQLite cancel closing",
             async move {
-                locked(self, channel_id, |slot, now| {
+                locked(self, channel_id, move |slot, now| {
                     Ok(logic::cancel_closing(slot, requested_at, now))
                 })
                 .await
@@ -363,7 +541,7 @@ impl ChannelStore for SqliteStore {
             self.operation_timeout(),
             "SQLite settlement",
             async move {
-                locked(self, channel_id, |slot, now| {
+                locked(self, channel_id, move |slot, now| {
                     Ok(logic::record_settlement(slot, settled, tx_hash, now))
                 })
                 .await
@@ -381,7 +559,7 @@ impl ChannelStore for SqliteStore {
             self.operation_timeout(),
             "SQLite finalize",
             async move {
-                locked(self, channel_id, |slot, now| {
+                locked(self, channel_id, move |slot, now| {
                     Ok(logic::finalize(slot, settled, tx_hash, now))
                 })
                 .await
