@@ -19,11 +19,11 @@ use std::time::{Duration, Instant};
 use alloy::primitives::{Address, B256};
 use mpp_tempo::session::abi::v1::ITempoStreamChannel;
 use mpp_tempo::session::client::{OpenParams, SessionChannel, SessionSigner, open_calls};
-use mpp_tempo::session::store::ChannelStore;
+use mpp_tempo::session::store::{ChannelIdentity, ChannelStore, NewChannel, Voucher};
 use mpp_tempo::session::{
-    SessionAction, SessionConfig, SessionCredential, SessionPayload, SettlementReport,
-    SettlementSchedule, SettlementTrigger, SettlerConfig, SettlerHandle, TempoSessionRequest,
-    TempoSessions,
+    SessionAction, SessionConfig, SessionCredential, SessionPayload, SessionProtocol,
+    SettlementReport, SettlementSchedule, SettlementTrigger, SettlerConfig, SettlerHandle,
+    TempoSessionRequest, TempoSessions,
 };
 use mpp_tempo::store::{ReplayStore, SqliteStore};
 use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, PgSchema, stream_channel, tokens};
@@ -141,6 +141,7 @@ fn spawn(sessions: &TempoSessions) -> (SettlerHandle, Seen) {
         hook: Some(Arc::new(move |r: &SettlementReport| {
             hook_seen.lock().unwrap().push((Instant::now(), r.clone()));
         })),
+        purge_interval: None,
     });
     (handle, seen)
 }
@@ -344,6 +345,84 @@ async fn sqlite_file_opened_twice_one_settler_at_a_time() {
     let a = env.instance(first.clone(), first).await;
     let b = env.instance(second.clone(), second).await;
     lease_is_held_by_one_and_taken_over_after_it_expires(&env, a, b).await;
+}
+
+/// A channel row of this escrow stored directly (the settler's purge looks at rows only),
+/// kept for `retention` after its last change, with a voucher for `highest` accepted.
+async fn stored_channel(
+    env: &Env,
+    store: &dyn ChannelStore,
+    retention: Duration,
+    highest: u128,
+) -> B256 {
+    let channel_id = B256::random();
+    let new = NewChannel {
+        descriptor: ChannelIdentity {
+            channel_id,
+            protocol: SessionProtocol::V1,
+            chain_id: env.chain.chain_id().await.unwrap(),
+            escrow: env.escrow,
+            payer: addr(PAYER),
+            payee: addr(PAYEE),
+            token: TOKEN,
+            operator: Address::ZERO,
+            authorized_signer: addr(PAYER),
+            salt: B256::random(),
+            expiring_nonce_hash: B256::ZERO,
+        },
+        deposit: DEPOSIT,
+        settled: 0,
+        retention,
+    };
+    store.open(&new).await.unwrap();
+    if highest > 0 {
+        let voucher = Voucher {
+            cumulative_amount: highest,
+            signature: vec![1; 65].into(),
+        };
+        store.accept_voucher(channel_id, &voucher, 0).await.unwrap();
+    }
+    channel_id
+}
+
+/// The lease holder also purges the channel store: a finalized channel past its retention
+/// is deleted while the settler runs, and an expired one still holding an unsettled voucher
+/// is kept.
+#[tokio::test]
+async fn the_running_settler_purges_expired_channels() {
+    let Some(env) = Env::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path().join("mpp.db")).await.unwrap());
+    let sessions = env.instance(store.clone(), store.clone()).await;
+    let short = Duration::from_millis(1);
+    let finalized = stored_channel(&env, store.as_ref(), short, 0).await;
+    store.finalize(finalized, Some(0), None).await.unwrap();
+    let unsettled = stored_channel(&env, store.as_ref(), short, 5 * PRICE).await;
+    let _handle = sessions.spawn_settler(SettlerConfig {
+        schedule: SettlementSchedule {
+            amount: None,
+            units: None,
+            interval: None,
+            idle: None,
+        },
+        poll: POLL,
+        lease: LEASE,
+        lookback_blocks: 100,
+        hook: None,
+        purge_interval: Some(POLL),
+    });
+    let started = Instant::now();
+    while store.get(finalized).await.unwrap().is_some() {
+        assert!(
+            started.elapsed() < SETTLE_WITHIN,
+            "the settler never purged the expired finalized channel"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+    let kept = store.get(unsettled).await.unwrap();
+    assert_eq!(kept.map(|c| c.highest_voucher), Some(5 * PRICE));
 }
 
 /// The test Postgres URL, or `None` (skip) when unset outside CI. In CI a missing database is
