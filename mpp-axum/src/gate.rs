@@ -296,7 +296,14 @@ impl PaidRoute {
                     idempotent,
                 })
             }
-            Err(refusal) => Err(refusal_response(&refusal)),
+            Err(refusal) => {
+                // Nothing was taken: the key is free again before the client reads the
+                // refusal (left to `Drop`, a retry paying again could find it still held).
+                if let Some(idempotent) = idempotent {
+                    idempotent.abandon().await;
+                }
+                Err(refusal_response(&refusal))
+            }
         }
     }
 

@@ -66,6 +66,10 @@ where
                 // redeemable by the same credential.
                 tracing::info!(status = %response.status(), reference = %receipt.reference, "paid request not answered with success; no receipt");
                 finish(held, false).await;
+                // Forgotten before the answer goes out, so a retry with the key runs again.
+                if let Some(idempotent) = idempotent {
+                    idempotent.abandon().await;
+                }
                 return Ok(response.map(PaymentBody::inner));
             }
             if let Some(idempotent) = idempotent {
