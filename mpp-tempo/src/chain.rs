@@ -341,33 +341,27 @@ impl ChainClient {
     ///
     /// anvil 1.7.1 estimates only the *last* call of a batch (it ignores `calls` and runs the
     /// request's `to`/`input`, where the last call is placed), so on anvil a batch of several
-    /// calls is underestimated; a Tempo node runs the whole batch.
+    /// calls is underestimated, or refused when an earlier call prepares the last (approve,
+    /// then open); a Tempo node runs the whole batch. Whether a sponsored transaction's gas
+    /// limit covers all its calls is `gas_check`'s question, not this one's.
     pub async fn estimate_gas(
         &self,
         from: Address,
         tx: &TempoTransaction,
         fee_payer: Option<Address>,
     ) -> Result<u64, ChainError> {
-        let mut request = TempoTransactionRequest::from(tx.clone());
-        request.inner.from = Some(from);
-        // A node builds the batch as `calls ++ [to call]`, and reads a request without `to`
-        // as a contract creation: the last call goes into `to`/`value`/`input`.
-        let Some(last) = request.calls.pop() else {
-            return Err(ChainError::Refused("the transaction has no calls".into()));
-        };
-        request.inner.to = Some(last.to);
-        request.inner.value = Some(last.value);
-        request.inner.input = last.input.into();
-        if fee_payer.is_some() {
-            request.inner.max_fee_per_gas = None;
-            request.inner.max_priority_fee_per_gas = None;
-            request.inner.gas_price = None;
-        }
+        let mut request = estimate_request(from, tx, fee_payer)?;
         request.inner.gas = (tx.gas_limit > 0).then_some(tx.gas_limit);
         if let Some(gas) = self.tempo_simulate_gas(&request).await? {
             return Ok(gas);
         }
         request.inner.gas = None;
+        self.eth_estimate_gas(request).await
+    }
+
+    /// `eth_estimateGas` of `request` (no gas cap): any JSON-RPC error answer is
+    /// [`ChainError::Refused`].
+    async fn eth_estimate_gas(&self, request: TempoTransactionRequest) -> Result<u64, ChainError> {
         match self
             .timed(
                 "eth_estimateGas",
@@ -379,6 +373,235 @@ impl ChainClient {
             Ok(gas) => Ok(gas),
             Err(e) => Err(refusal("eth_estimateGas", e)),
         }
+    }
+
+    /// Whether `tx`, sent by `from` (with `fee_payer` paying the fee, as in
+    /// [`ChainClient::estimate_gas`]), runs all its calls within its own gas limit on top of
+    /// the latest block. A sponsor co-signs only on [`GasCheck::Covered`]: a transaction that
+    /// runs out of gas is mined, reverts, and still costs the fee payer its fee.
+    ///
+    /// * One call: the estimate of the very transaction ([`ChainClient::estimate_gas`])
+    ///   against its gas limit.
+    /// * Several calls, on a node with `tempo_simulateV1`: the very transaction run with its
+    ///   own gas limit; success is [`GasCheck::Covered`], a failing run (out of gas included)
+    ///   [`ChainError::Refused`].
+    /// * Several calls, without it (anvil, whose `eth_estimateGas` runs only the *last* call of
+    ///   a batch, so its estimate is no bound): the bound is built from parts that each ran
+    ///   with a gas limit, see [`ChainClient::batch_gas_check`]. When they cannot show that the
+    ///   gas limit covers the batch, the answer is [`GasCheck::Unproven`]; never a check
+    ///   without the gas limit.
+    ///
+    /// [`ChainError::Refused`] when a call would fail whatever its gas (the node's text).
+    pub(crate) async fn gas_check(
+        &self,
+        from: Address,
+        tx: &TempoTransaction,
+        fee_payer: Option<Address>,
+    ) -> Result<GasCheck, ChainError> {
+        if tx.calls.len() <= 1 {
+            let needed = self.estimate_gas(from, tx, fee_payer).await?;
+            return Ok(if tx.gas_limit >= needed {
+                GasCheck::Covered { needed }
+            } else {
+                GasCheck::Short { needed }
+            });
+        }
+        let mut request = estimate_request(from, tx, fee_payer)?;
+        request.inner.gas = Some(tx.gas_limit);
+        if let Some(used) = self.tempo_simulate_gas(&request).await? {
+            return Ok(GasCheck::Covered { needed: used });
+        }
+        self.batch_gas_check(from, tx, fee_payer).await
+    }
+
+    /// Test support: [`ChainClient::gas_check`] as public types. `Ok(Ok(needed))`: the
+    /// transaction's gas limit is proven to cover all its calls (`needed` is what it is
+    /// estimated to use); `Ok(Err(Some(needed)))`: its gas limit is below the `needed` it is
+    /// estimated to need; `Ok(Err(None))`: it could not be proven either way.
+    #[cfg(feature = "testing")]
+    #[doc(hidden)]
+    pub async fn sponsored_gas_check(
+        &self,
+        from: Address,
+        tx: &TempoTransaction,
+        fee_payer: Address,
+    ) -> Result<Result<u64, Option<u64>>, ChainError> {
+        Ok(match self.gas_check(from, tx, Some(fee_payer)).await? {
+            GasCheck::Covered { needed } => Ok(needed),
+            GasCheck::Short { needed } => Err(Some(needed)),
+            GasCheck::Unproven => Err(None),
+        })
+    }
+
+    /// [`ChainClient::gas_check`] of a batch on a node without `tempo_simulateV1`, from parts
+    /// that each ran with a gas limit:
+    ///
+    /// 1. `first`: `eth_estimateGas` of the very transaction cut down to its first call. It
+    ///    covers what the whole transaction pays once (the 21,000 base, the signatures, the
+    ///    nonce, new-account costs) and the first call, which runs on the latest state
+    ///    exactly as in the batch. (An estimate is the least gas limit the node found to
+    ///    succeed, not gas used.)
+    /// 2. The calls run in order with `eth_simulateV1` (each a transaction of its own from
+    ///    `from`, state carried over), followed by an empty call to an address without code:
+    ///    every call must succeed, and the empty call's gas is what a lone transaction pays
+    ///    before it runs anything, beyond calldata (271,000 on anvil 1.7.1, T4, whatever the
+    ///    sender's nonce). It comes last, so a cost that falls as the sender's transactions
+    ///    add up is at its lowest there. Call `i` (from the second on) is counted as its gas
+    ///    used less that overhead over 21,000 (`extra`), so what it keeps is at least 21,000
+    ///    (more than the 2,600 account access a batch charges per call) plus its calldata and
+    ///    its execution. `needed = first + Σ (usedᵢ − extra)`, and `gasLimit < needed` is
+    ///    [`GasCheck::Short`].
+    /// 3. Gas used is not a gas limit (refunds, the 63/64 rule in nested calls), so the calls
+    ///    run in order once more, each from the second on with a gas limit `gᵢ`: its gas used
+    ///    plus a share of the slack `gasLimit − needed`, so that
+    ///    `first + Σ (gᵢ − extra) ≤ gasLimit`. If they all succeed, each call `i` runs within
+    ///    `gᵢ − extra` beyond the overhead a batch also pays, and in a batch a call gets all
+    ///    the gas the calls before it left (it runs at least as cheaply there: the accounts
+    ///    and slots earlier calls touched are warm): [`GasCheck::Covered`]. If one runs out,
+    ///    [`GasCheck::Unproven`].
+    async fn batch_gas_check(
+        &self,
+        from: Address,
+        tx: &TempoTransaction,
+        fee_payer: Option<Address>,
+    ) -> Result<GasCheck, ChainError> {
+        let mut first_only = tx.clone();
+        first_only.calls.truncate(1);
+        let mut request = estimate_request(from, &first_only, fee_payer)?;
+        request.inner.gas = None;
+        let first = self.eth_estimate_gas(request).await?;
+
+        let unlimited = vec![None; tx.calls.len()];
+        let Some(used) = self.simulate_in_order(from, tx, &unlimited, true).await? else {
+            return Ok(GasCheck::Unproven);
+        };
+        let (calls_used, overhead) = used.split_at(tx.calls.len());
+        if let Some((i, Err(why))) = calls_used.iter().enumerate().find(|(_, c)| c.is_err()) {
+            return Err(ChainError::Refused(format!("call {i}: {why}")));
+        }
+        let Some(Ok(overhead)) = overhead.first().cloned() else {
+            // The empty call failed: there is nothing to measure the overhead with.
+            tracing::debug!("eth_simulateV1 of an empty call failed; the batch's gas is unproven");
+            return Ok(GasCheck::Unproven);
+        };
+        let extra = overhead.saturating_sub(TX_BASE_GAS);
+        let used: Vec<u64> = calls_used.iter().filter_map(|c| c.clone().ok()).collect();
+        let rest = &used[1..];
+        let needed = rest
+            .iter()
+            .map(|u| u.saturating_sub(extra))
+            .fold(first, u64::saturating_add);
+        if tx.gas_limit < needed {
+            return Ok(GasCheck::Short { needed });
+        }
+        let slack = u128::from(tx.gas_limit - needed);
+        let rest_total: u128 = rest.iter().map(|u| u128::from(*u)).sum::<u128>().max(1);
+        let mut limits = vec![None];
+        for u in rest {
+            // Each call's share of the slack, proportional to its gas (Σ shares ≤ slack).
+            let share = slack * u128::from(*u) / rest_total;
+            limits.push(Some(
+                u.saturating_add(u64::try_from(share).unwrap_or(u64::MAX)),
+            ));
+        }
+        let Some(proof) = self.simulate_in_order(from, tx, &limits, false).await? else {
+            return Ok(GasCheck::Unproven);
+        };
+        if let Some((i, Err(why))) = proof.iter().enumerate().find(|(_, c)| c.is_err()) {
+            tracing::info!(
+                call = i,
+                reason = %why,
+                gas_limit = tx.gas_limit,
+                needed,
+                "a batch call failed within its share of the gas limit; its gas is unproven"
+            );
+            return Ok(GasCheck::Unproven);
+        }
+        Ok(GasCheck::Covered { needed })
+    }
+
+    /// `eth_simulateV1` of `tx`'s calls from `from`, in order on top of the latest block,
+    /// call `i` with gas limit `gas[i]` (`None`: the node's default), and with
+    /// `empty_call`, one more call with no data to an address without code. `Ok(None)` when
+    /// the node does not have the method; else per call its gas used, or why it failed.
+    async fn simulate_in_order(
+        &self,
+        from: Address,
+        tx: &TempoTransaction,
+        gas: &[Option<u64>],
+        empty_call: bool,
+    ) -> Result<Option<Vec<Result<u64, String>>>, ChainError> {
+        const WHAT: &str = "eth_simulateV1";
+        let mut calls: Vec<Value> = tx
+            .calls
+            .iter()
+            .zip(gas)
+            .map(|(c, gas)| {
+                let mut call = json!({
+                    "from": from,
+                    "to": c.to.to(),
+                    "input": c.input,
+                    "value": c.value,
+                });
+                if let Some(gas) = gas {
+                    call["gas"] = json!(format!("{gas:#x}"));
+                }
+                call
+            })
+            .collect();
+        let mut block = json!({});
+        if empty_call {
+            calls.push(json!({"from": from, "to": EMPTY_ACCOUNT, "input": "0x"}));
+            // Whatever the chain holds there, the empty call runs no code.
+            block["stateOverrides"] = json!({ EMPTY_ACCOUNT.to_string(): {"code": "0x"} });
+        }
+        let expected = calls.len();
+        block["calls"] = Value::Array(calls);
+        let payload = json!({"blockStateCalls": [block]});
+        let answer = self
+            .timed(
+                WHAT,
+                self.rpc_timeout,
+                self.provider
+                    .raw_request::<_, Value>(WHAT.into(), (payload, "latest")),
+            )
+            .await?;
+        let result = match answer {
+            Ok(result) => result,
+            Err(RpcError::ErrorResp(e)) => {
+                tracing::debug!(code = e.code, reason = %e.message, "{WHAT} unavailable");
+                return Ok(None);
+            }
+            Err(e) => return Err(unavailable(WHAT, e)),
+        };
+        let shape = || ChainError::Unavailable(format!("{WHAT} returned an unexpected shape"));
+        let results = result
+            .pointer("/0/calls")
+            .and_then(Value::as_array)
+            .ok_or_else(shape)?;
+        if results.len() != expected {
+            return Err(shape());
+        }
+        results
+            .iter()
+            .map(|call| {
+                if call.get("status").and_then(Value::as_str) == Some("0x1") {
+                    call.get("gasUsed")
+                        .and_then(Value::as_str)
+                        .and_then(|g| u64::from_str_radix(g.trim_start_matches("0x"), 16).ok())
+                        .map(Ok)
+                        .ok_or_else(shape)
+                } else {
+                    let why = call
+                        .pointer("/error/message")
+                        .and_then(Value::as_str)
+                        .unwrap_or("reverted");
+                    let data = call.get("returnData").and_then(Value::as_str).unwrap_or("");
+                    Ok(Err(format!("{why} {data}").trim_end().to_owned()))
+                }
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some)
     }
 
     /// `tempo_simulateV1` of one request: `Ok(None)` when the node does not have the method.
@@ -545,6 +768,57 @@ impl ChainClient {
             })),
         }
     }
+}
+
+/// What [`ChainClient::gas_check`] found about a transaction's gas limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum GasCheck {
+    /// Its gas limit is proven to cover all its calls; `needed` is what it is estimated to
+    /// use.
+    Covered {
+        /// The estimate.
+        needed: u64,
+    },
+    /// Its gas limit is below the `needed` it is estimated to need.
+    Short {
+        /// The estimate.
+        needed: u64,
+    },
+    /// Its calls succeed, but they could not be shown to fit in its gas limit (a batch on a
+    /// node without `tempo_simulateV1`).
+    Unproven,
+}
+
+/// What every transaction pays before it runs (the yellow paper's `G_transaction`).
+const TX_BASE_GAS: u64 = 21_000;
+
+/// An address used as the target of an empty call, its code overridden to none.
+const EMPTY_ACCOUNT: Address =
+    alloy::primitives::address!("00000000000000000000000000000000000e0e0e");
+
+/// The request [`ChainClient::estimate_gas`] asks about: `tx` from `from`, the last call in
+/// `to`/`value`/`input` (a node builds the batch as `calls ++ [to call]`, and reads a
+/// request without `to` as a contract creation), and without fee fields when `fee_payer`
+/// pays. The gas limit is the caller's to set.
+fn estimate_request(
+    from: Address,
+    tx: &TempoTransaction,
+    fee_payer: Option<Address>,
+) -> Result<TempoTransactionRequest, ChainError> {
+    let mut request = TempoTransactionRequest::from(tx.clone());
+    request.inner.from = Some(from);
+    let Some(last) = request.calls.pop() else {
+        return Err(ChainError::Refused("the transaction has no calls".into()));
+    };
+    request.inner.to = Some(last.to);
+    request.inner.value = Some(last.value);
+    request.inner.input = last.input.into();
+    if fee_payer.is_some() {
+        request.inner.max_fee_per_gas = None;
+        request.inner.max_priority_fee_per_gas = None;
+        request.inner.gas_price = None;
+    }
+    Ok(request)
 }
 
 /// The gas used by the one call of a `tempo_simulateV1` answer, or why it would fail.

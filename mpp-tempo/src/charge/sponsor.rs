@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::ChargeError;
 use super::envelope::FeePayerEnvelope;
 use super::settle::{CLAIM_MARGIN, Outcome, release, unix_time};
-use crate::chain::{ChainClient, ChainError};
+use crate::chain::{ChainClient, ChainError, GasCheck};
 use crate::chains::TempoChain;
 use crate::store::{Claim, ClaimState, FeeSpend, NewClaim, ReplayStore};
 use crate::tokens::PATH_USD;
@@ -233,8 +233,25 @@ pub(crate) fn fee_units(attodollars: u128) -> u64 {
     u64::try_from(attodollars.div_ceil(PER_UNIT)).unwrap_or(u64::MAX)
 }
 
-/// Why a sponsored transaction was refused: the fee payer's fault when its fee-token balance
-/// cannot cover the transaction's most (503, the operator's), else the payer's.
+/// The payer's text when the node refused a sponsored transaction (its own text is logged):
+/// true of a refused broadcast and of a refused check alike.
+const REFUSED_DETAIL: &str = "the node refused the sponsored transaction (it is invalid or \
+     would fail on chain); nothing was charged";
+
+/// The payer's text when the node's check of a sponsored transaction before sending it
+/// failed (its own text is logged).
+const WOULD_FAIL_DETAIL: &str = "sponsor policy: the node's check of the transaction failed \
+     (it is invalid or would fail on chain); nothing was charged";
+
+/// The payer's text when a batch's gas could not be shown to fit in its gas limit.
+const UNPROVEN_GAS_DETAIL: &str = "sponsor policy: the server could not confirm that the gas \
+     limit covers every call of this transaction, so it will not pay its fee; nothing was \
+     charged. Sign it again with a higher gas limit, or pay the fee yourself if the server \
+     offers that";
+
+/// Why a sponsored transaction was refused (`reason`: the node's text): the fee payer's
+/// fault when its fee-token balance cannot cover the transaction's most (503, the
+/// operator's), else the payer's. The node's text goes to the log, never to the payer.
 pub(crate) async fn refusal_cause(
     chain: &ChainClient,
     fee_payer: Address,
@@ -242,55 +259,86 @@ pub(crate) async fn refusal_cause(
     tx: &TempoTransaction,
     reason: String,
 ) -> ChargeError {
+    refusal_cause_with(chain, fee_payer, fee_token, tx, &reason, REFUSED_DETAIL).await
+}
+
+/// [`refusal_cause`] with the payer's text `detail`.
+async fn refusal_cause_with(
+    chain: &ChainClient,
+    fee_payer: Address,
+    fee_token: Address,
+    tx: &TempoTransaction,
+    reason: &str,
+    detail: &'static str,
+) -> ChargeError {
     let most = fee_units(u128::from(tx.gas_limit).saturating_mul(tx.max_fee_per_gas));
     match chain.token_balance(fee_token, fee_payer).await {
-        Ok(balance) if balance < U256::from(most) => ChargeError::FeePayer(format!(
-            "the fee payer {fee_payer} holds {balance} of fee token {fee_token}, \
-             below the {most} this transaction may cost ({reason})"
-        )),
-        Ok(_) => ChargeError::failed(format!("the transaction would fail: {reason}")),
-        Err(e) => e.into(),
+        Ok(balance) if balance < U256::from(most) => {
+            tracing::warn!(
+                %fee_payer,
+                %fee_token,
+                %balance,
+                most,
+                reason,
+                "the node refused a sponsored transaction the fee payer cannot pay for"
+            );
+            ChargeError::FeePayer(format!(
+                "the fee payer {fee_payer} holds {balance} of fee token {fee_token}, \
+                 below the {most} this transaction may cost"
+            ))
+        }
+        Ok(_) => {
+            tracing::info!(
+                reason,
+                detail,
+                "the tempo node refused a sponsored transaction"
+            );
+            ChargeError::failed(detail)
+        }
+        Err(e) => {
+            tracing::info!(reason, "the tempo node refused a sponsored transaction");
+            e.into()
+        }
     }
 }
 
-/// A sponsored transaction that runs out of gas or reverts is paid for by the fee payer: its
-/// gas limit must cover the estimate of the very transaction from its sender, and the
-/// estimate must succeed (a refusal is the payer's unless the fee payer cannot pay).
+/// A sponsored transaction that runs out of gas or reverts is paid for by the fee payer, so
+/// it is co-signed only when its gas limit is proven to cover what *all* its calls need
+/// ([`ChainClient::gas_check`]: the estimate of the very transaction when it has one call;
+/// for a batch, the very transaction run with its gas limit, or, on a node without
+/// `tempo_simulateV1`, a bound from its calls each run with a gas limit). A gas limit below
+/// the need, or one that cannot be shown to cover it, is refused, as is a transaction the
+/// node would not run (the payer's fault unless the fee payer cannot pay).
 pub(crate) async fn check_gas(
     chain: &ChainClient,
     sponsored: &SponsoredSend,
     sender: Address,
 ) -> Result<(), ChargeError> {
     let tx = &sponsored.tx;
-    match chain
-        .estimate_gas(sender, tx, Some(sponsored.fee_payer))
-        .await
-    {
-        Ok(needed) if tx.gas_limit >= needed => Ok(()),
-        // A node without `tempo_simulateV1` estimates only the last call of a batch (anvil),
-        // which fails alone when an earlier call prepares it (approve, then open). The calls
-        // simulated in order decide whether it reverts. Its gas cannot be proven there
-        // (`eth_simulateV1` counts differently from the transaction), so the per-sender and
-        // total fee budgets are what bound a loss on such a node.
-        Err(ChainError::Refused(_)) if tx.calls.len() > 1 => {
-            match chain.simulate(sender, tx).await {
-                Ok(_) => Ok(()),
-                Err(ChainError::Refused(reason)) => {
-                    Err(
-                        refusal_cause(chain, sponsored.fee_payer, sponsored.fee_token, tx, reason)
-                            .await,
-                    )
-                }
-                Err(e) => Err(e.into()),
-            }
-        }
-        Ok(needed) => Err(ChargeError::failed(format!(
+    match chain.gas_check(sender, tx, Some(sponsored.fee_payer)).await {
+        Ok(GasCheck::Covered { .. }) => Ok(()),
+        Ok(GasCheck::Short { needed }) => Err(ChargeError::failed(format!(
             "sponsor policy: gas limit {} is below the {needed} the transaction needs",
             tx.gas_limit
         ))),
-        Err(ChainError::Refused(reason)) => {
-            Err(refusal_cause(chain, sponsored.fee_payer, sponsored.fee_token, tx, reason).await)
+        Ok(GasCheck::Unproven) => {
+            tracing::info!(
+                %sender,
+                calls = tx.calls.len(),
+                gas_limit = tx.gas_limit,
+                "sponsorship refused: the batch's gas could not be proven to fit its gas limit"
+            );
+            Err(ChargeError::failed(UNPROVEN_GAS_DETAIL))
         }
+        Err(ChainError::Refused(reason)) => Err(refusal_cause_with(
+            chain,
+            sponsored.fee_payer,
+            sponsored.fee_token,
+            tx,
+            &reason,
+            WOULD_FAIL_DETAIL,
+        )
+        .await),
         Err(e) => Err(e.into()),
     }
 }
