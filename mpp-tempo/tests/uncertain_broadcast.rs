@@ -1,22 +1,29 @@
 //! A broadcast whose outcome is not known at once (charge.md §6a.6; the review's finding 1),
 //! against a real local node behind a JSON-RPC proxy that loses the send's answer, answers
 //! with the EIP-7966 timeout error, never forwards the transaction, or hides receipts. In
-//! every case the payer is charged at most once and is either served or told plainly that
-//! nothing was charged; a payment whose outcome was lost is settled later (by the same
-//! credential, or by the background resolver after a restart), never refused as "used".
+//! every case the payer is charged at most once and is either served, told plainly that
+//! nothing was charged, or (503) told that the payment may have gone through, or did, and to
+//! send the same credential again; a payment whose outcome was lost is settled later (by the
+//! same credential, or by the background resolver after a restart), never refused as "used".
 //!
 //! Each test skips (with a message) when the node binary is not installed, unless `CI` is set.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, U256, address};
 use alloy::signers::local::PrivateKeySigner;
 use mpp_core::expiry::{format_timestamp, parse_timestamp};
+use mpp_core::gate::{Offers, Refusal, RequestContext};
+use mpp_core::method::Settlement;
+use mpp_core::{BoxFuture, Credential, DecimalAmount, MethodError, PaymentGate, PriceTerms};
 use mpp_tempo::client::{ClientError, PaymentCredential, TempoPayer, TxOptions};
-use mpp_tempo::store::{Claim, ClaimState, NewClaim, ReplayStore, SqliteStore};
+use mpp_tempo::store::{
+    Claim, ClaimRecord, ClaimState, FeeSpend, NewClaim, ReplayStore, SqliteStore, StoreError,
+};
 use mpp_tempo::testing::{AnvilNode, DEV_ACCOUNTS, RpcFaultControl, RpcFaultProxy, tokens};
 use mpp_tempo::{ChallengeView, ChargeContext, ChargeError, SettledCharge, Tempo};
 use tempo_alloy::contracts::precompiles::ITIP20;
@@ -53,10 +60,15 @@ async fn env() -> Option<Env> {
 impl Env {
     /// A method reaching the node through the proxy; `maintenance` off unless given.
     async fn tempo(&self, maintenance: Duration) -> Tempo {
+        self.tempo_with(self.store.clone(), maintenance).await
+    }
+
+    /// [`Env::tempo`] with another store in front of the same database.
+    async fn tempo_with(&self, store: Arc<dyn ReplayStore>, maintenance: Duration) -> Tempo {
         Tempo::builder()
             .rpc_url(self.proxy.url())
             .recipient(RECIPIENT)
-            .store(self.store.clone())
+            .store(store)
             .broadcast_timeout(Duration::from_secs(2))
             .maintenance_interval(maintenance)
             .build()
@@ -308,4 +320,441 @@ async fn a_push_payer_learns_the_outcome_of_a_lost_send() {
         other => panic!("expected a definite failure, got {other:?}"),
     }
     assert_eq!(env.recipient_balance().await - before, U256::from(PRICE));
+}
+
+/// The payment gate in front of a [`Tempo`], as a transport drives it: challenges, admission
+/// (verification), settlement once the service answered, and the end of the request. Its
+/// refusals are what the payer receives (status, `Retry-After`, problem detail).
+struct Gate {
+    gate: PaymentGate,
+    offers: Offers,
+}
+
+impl Gate {
+    fn new(tempo: &Tempo) -> Self {
+        let gate = PaymentGate::new("uncertain-broadcast test secret, 32+ bytes")
+            .unwrap()
+            .method(tempo.clone())
+            .realm(REALM);
+        let offers = gate
+            .offers(&PriceTerms::charge(DecimalAmount::from_base_units(
+                PRICE, 6,
+            )))
+            .unwrap();
+        Self { gate, offers }
+    }
+
+    async fn challenge(&self) -> mpp_core::Challenge {
+        let cx = RequestContext::new(REALM, self.gate.now());
+        self.gate
+            .challenges(&self.offers, &cx)
+            .await
+            .unwrap()
+            .remove(0)
+    }
+
+    /// Admits `credential`: the held settlement, or the refusal.
+    async fn admit(&self, credential: &Credential) -> Result<Settlement, Refusal> {
+        let cx = RequestContext::new(REALM, self.gate.now());
+        let admitted = self
+            .gate
+            .admit(&self.offers, Some(Ok(credential.clone())), &cx)
+            .await?;
+        Ok(admitted
+            .verified
+            .settlement
+            .expect("a tempo charge is settled once the service answered"))
+    }
+
+    /// Takes the money of an admitted payment.
+    async fn settle(
+        &self,
+        settlement: &mut Settlement,
+        credential: &Credential,
+    ) -> Result<(), Refusal> {
+        let cx = RequestContext::new(REALM, self.gate.now());
+        self.gate
+            .settle(&self.offers, settlement, credential, &cx)
+            .await
+    }
+
+    /// One whole paid request: admitted, settled, served (or not) and ended.
+    async fn request(&self, credential: &Credential) -> Result<(), Refusal> {
+        let mut settlement = self.admit(credential).await?;
+        let settled = self.settle(&mut settlement, credential).await;
+        settlement.finish(settled.is_ok()).await;
+        settled
+    }
+}
+
+/// A payer-side refusal (402) saying the payment was used.
+fn assert_used(refusal: &Refusal) {
+    assert_eq!(refusal.status(), 402, "{refusal:?}");
+    assert!(
+        refusal.detail().contains("already been used"),
+        "{}",
+        refusal.detail()
+    );
+}
+
+/// The node stops answering right after the send (its answer held, then the proxy down):
+/// the request keeps looking for the transaction while it can, then answers the honest 503
+/// of a payment whose outcome is unknown (Retry-After, "send the same credential again"),
+/// and the claim stays pending. When the node is back, the same credential presented again
+/// is resolved by that request itself (the background resolver is off): mined, so settled
+/// and served once, with no second charge and no second broadcast; a third time it is used.
+#[tokio::test]
+async fn a_node_gone_after_the_send_leaves_the_payment_pending_until_the_same_credential_returns() {
+    let Some(env) = env().await else { return };
+    // Maintenance off: only the returning credential can resolve the pending claims.
+    let tempo = env.tempo(Duration::ZERO).await;
+    let faults = env.faults();
+    let gate = Gate::new(&tempo);
+    let before = env.recipient_balance().await;
+
+    // One payment through the gate (what the payer receives), one through `verify_charge`
+    // (the method's own error).
+    let challenge = gate.challenge().await;
+    let pulled = env
+        .payer(5)
+        .pull(&challenge, &TxOptions::default())
+        .await
+        .unwrap();
+    let gated_key = hash_key(&pulled);
+    let credential = pulled.into_credential(&challenge);
+    let mut settlement = gate.admit(&credential).await.expect("verified and held");
+    let ch = Challenge::new(&tempo, "node-gone-direct");
+    let cred = env
+        .payer(6)
+        .pull(&ch.offered, &TxOptions::default())
+        .await
+        .unwrap();
+    let direct_key = hash_key(&cred);
+
+    // Both sends reach the node (and are mined), their answers never come back, and the
+    // node is gone before either request can learn the outcome.
+    faults.hold_sync_send(Duration::from_secs(60));
+    faults.hide_receipts_for(Duration::from_secs(60));
+    let forwarded = faults.sends_forwarded();
+    let started = Instant::now();
+    let (gated, direct, ()) = tokio::join!(
+        gate.settle(&mut settlement, &credential),
+        pay(&tempo, &ch, &cred),
+        async {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while faults.sends_forwarded() < forwarded + 2 {
+                assert!(
+                    Instant::now() < deadline,
+                    "the sends did not reach the node"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            faults.down(true).await.unwrap();
+        }
+    );
+    println!("answered after {:?} without a node", started.elapsed());
+    settlement.finish(gated.is_ok()).await;
+
+    // What the payer receives: 503, Retry-After, and the pending text.
+    let refusal = gated.expect_err("the outcome is unknown: not served");
+    println!(
+        "gate: {} {:?}: {}",
+        refusal.status(),
+        refusal.retry_after(),
+        refusal.detail()
+    );
+    assert_eq!(refusal.status(), 503);
+    assert_eq!(refusal.problem_type(), None, "not the payer's fault");
+    assert!(refusal.retry_after().is_some_and(|s| s >= 1), "{refusal:?}");
+    let detail = refusal.detail();
+    for words in [
+        "submitted",
+        "not known yet",
+        "same credential again",
+        "at most once",
+    ] {
+        assert!(detail.contains(words), "missing {words:?}: {detail}");
+    }
+    assert!(!detail.contains("nothing was charged"), "{detail}");
+    assert!(
+        refusal.challenges().is_empty(),
+        "no new payment is asked for"
+    );
+    // What the method answered: Pending, which the gate turns into that 503.
+    let e = direct.expect_err("the outcome is unknown: not settled");
+    assert!(matches!(e, ChargeError::Pending(_)), "{e}");
+    assert!(!e.is_payer_fault());
+    assert!(matches!(MethodError::from(e), MethodError::Pending(_)));
+    // The claims stay pending, and the payments did go through meanwhile.
+    for key in [&gated_key, &direct_key] {
+        assert_eq!(
+            state_of(&env.store, key).await,
+            Some(ClaimState::Pending),
+            "{key}"
+        );
+    }
+    assert_eq!(
+        env.recipient_balance().await - before,
+        U256::from(2 * PRICE)
+    );
+
+    // The node is back. Nothing resolved the claims meanwhile.
+    faults.down(false).await.unwrap();
+    faults.reset();
+    for key in [&gated_key, &direct_key] {
+        assert_eq!(
+            state_of(&env.store, key).await,
+            Some(ClaimState::Pending),
+            "{key}"
+        );
+    }
+    let sends = faults.send_calls();
+    // The same credentials again: resolved by these requests, settled and served.
+    gate.request(&credential)
+        .await
+        .expect("mined: settled and served");
+    let settled = pay(&tempo, &ch, &cred)
+        .await
+        .expect("mined: settled and served");
+    assert_eq!(settled.reference, direct_key);
+    for key in [&gated_key, &direct_key] {
+        assert_eq!(
+            state_of(&env.store, key).await,
+            Some(ClaimState::Served),
+            "{key}"
+        );
+    }
+    // Charged once each, and nothing was sent again.
+    assert_eq!(
+        env.recipient_balance().await - before,
+        U256::from(2 * PRICE)
+    );
+    assert_eq!(faults.send_calls(), sends, "no second broadcast");
+
+    // A third time: used.
+    assert_used(&gate.request(&credential).await.unwrap_err());
+    let again = pay(&tempo, &ch, &cred).await.unwrap_err();
+    assert!(matches!(again, ChargeError::Replayed(_)), "{again}");
+    assert_eq!(
+        env.recipient_balance().await - before,
+        U256::from(2 * PRICE)
+    );
+}
+
+/// A store that fails every move out of `Pending` while `fail` is set (the database gone
+/// between the claim and the record of the outcome).
+struct FlakyStore {
+    inner: Arc<SqliteStore>,
+    fail: AtomicBool,
+    failures: AtomicU32,
+}
+
+impl ReplayStore for FlakyStore {
+    fn claim<'a>(&'a self, claim: NewClaim<'a>) -> BoxFuture<'a, Result<Claim, StoreError>> {
+        self.inner.claim(claim)
+    }
+
+    fn advance<'a>(
+        &'a self,
+        key: &'a str,
+        owner: &'a str,
+        from: ClaimState,
+        to: ClaimState,
+        expires_at: OffsetDateTime,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        if from == ClaimState::Pending && self.fail.load(Ordering::SeqCst) {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+            return Box::pin(async { Err(StoreError::new("the database went away")) });
+        }
+        self.inner.advance(key, owner, from, to, expires_at)
+    }
+
+    fn release<'a>(
+        &'a self,
+        key: &'a str,
+        owner: &'a str,
+        from: ClaimState,
+    ) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.inner.release(key, owner, from)
+    }
+
+    fn in_state<'a>(
+        &'a self,
+        state: ClaimState,
+        limit: u32,
+    ) -> BoxFuture<'a, Result<Vec<ClaimRecord>, StoreError>> {
+        self.inner.in_state(state, limit)
+    }
+
+    fn spend<'a>(&'a self, spend: FeeSpend<'a>) -> BoxFuture<'a, Result<bool, StoreError>> {
+        self.inner.spend(spend)
+    }
+
+    fn refund<'a>(
+        &'a self,
+        spend: FeeSpend<'a>,
+        amount: u64,
+    ) -> BoxFuture<'a, Result<(), StoreError>> {
+        self.inner.refund(spend, amount)
+    }
+
+    fn purge_expired(&self) -> BoxFuture<'_, Result<u64, StoreError>> {
+        self.inner.purge_expired()
+    }
+}
+
+/// The 503 of a payment that was mined but could not be recorded.
+fn assert_paid_not_recorded(refusal: &Refusal) {
+    println!(
+        "{} {:?}: {}",
+        refusal.status(),
+        refusal.retry_after(),
+        refusal.detail()
+    );
+    assert_eq!(refusal.status(), 503);
+    assert!(refusal.retry_after().is_some_and(|s| s >= 1), "{refusal:?}");
+    let detail = refusal.detail();
+    for words in [
+        "went through",
+        "same credential again",
+        "not be charged again",
+    ] {
+        assert!(detail.contains(words), "missing {words:?}: {detail}");
+    }
+    assert!(!detail.contains("nothing was charged"), "{detail}");
+}
+
+/// The store fails after the transaction was mined, both when the send learns it and when
+/// the same credential comes back to the pending claim (`resume`): the payer is told the
+/// payment went through and will be served when presented again, never "nothing was
+/// charged"; once the store works, the same credential is served, charged once.
+#[tokio::test]
+async fn a_store_failure_after_a_mined_payment_says_it_was_paid() {
+    let Some(env) = env().await else { return };
+    let flaky = Arc::new(FlakyStore {
+        inner: env.store.clone(),
+        fail: AtomicBool::new(true),
+        failures: AtomicU32::new(0),
+    });
+    let tempo = env.tempo_with(flaky.clone(), Duration::ZERO).await;
+    let gate = Gate::new(&tempo);
+    let before = env.recipient_balance().await;
+    let challenge = gate.challenge().await;
+    let pulled = env
+        .payer(7)
+        .pull(&challenge, &TxOptions::default())
+        .await
+        .unwrap();
+    let key = hash_key(&pulled);
+    let credential = pulled.into_credential(&challenge);
+
+    // Sent and mined; recording it fails.
+    assert_paid_not_recorded(&gate.request(&credential).await.unwrap_err());
+    assert_eq!(env.recipient_balance().await - before, U256::from(PRICE));
+    assert_eq!(state_of(&env.store, &key).await, Some(ClaimState::Pending));
+    // The same credential: `resume` finds it mined; recording fails again.
+    assert_paid_not_recorded(&gate.request(&credential).await.unwrap_err());
+    assert_eq!(state_of(&env.store, &key).await, Some(ClaimState::Pending));
+    assert_eq!(flaky.failures.load(Ordering::SeqCst), 2);
+
+    // The store is back: served once, then used.
+    flaky.fail.store(false, Ordering::SeqCst);
+    gate.request(&credential).await.expect("paid: served now");
+    assert_eq!(state_of(&env.store, &key).await, Some(ClaimState::Served));
+    assert_used(&gate.request(&credential).await.unwrap_err());
+    assert_eq!(env.recipient_balance().await - before, U256::from(PRICE));
+}
+
+/// A pending payment whose `validBefore` has passed is still the same credential's: when it
+/// comes back, it is looked up (mined: served) rather than refused as expired.
+#[tokio::test]
+async fn a_pending_payment_is_served_after_its_valid_before() {
+    let Some(env) = env().await else { return };
+    let tempo = env.tempo(Duration::ZERO).await;
+    let faults = env.faults();
+    let before = env.recipient_balance().await;
+    let ch = Challenge::new(&tempo, "pending-past-deadline");
+    let now = u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap();
+    let valid_before = now + 6;
+    let options = TxOptions {
+        valid_before: Some(valid_before),
+        ..TxOptions::default()
+    };
+    let cred = env.payer(8).pull(&ch.offered, &options).await.unwrap();
+    // Sent and mined, and the request is dropped before it learns so.
+    faults.hold_sync_send(Duration::from_secs(60));
+    faults.hide_receipts_for(Duration::from_secs(60));
+    let cut = tokio::time::timeout(Duration::from_secs(3), pay(&tempo, &ch, &cred)).await;
+    assert!(cut.is_err(), "still waiting for the outcome");
+    assert_eq!(
+        state_of(&env.store, &hash_key(&cred)).await,
+        Some(ClaimState::Pending)
+    );
+    faults.reset();
+    // Past validBefore (by the server's clock, which the verifier reads).
+    while u64::try_from(OffsetDateTime::now_utc().unix_timestamp()).unwrap() <= valid_before {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let settled = pay(&tempo, &ch, &cred)
+        .await
+        .expect("mined: served, not refused as expired");
+    assert_eq!(settled.reference, hash_key(&cred));
+    assert_eq!(env.recipient_balance().await - before, U256::from(PRICE));
+    let again = pay(&tempo, &ch, &cred).await.unwrap_err();
+    assert!(matches!(again, ChargeError::Replayed(_)), "{again}");
+}
+
+/// A transaction the node's simulation refuses is the payer's 402, in fixed words: the
+/// node's own message (its wording, possibly about the node) is logged, not sent.
+#[tokio::test]
+async fn a_refusal_by_the_node_does_not_carry_the_nodes_text() {
+    let Some(env) = env().await else { return };
+    let tempo = env.tempo(Duration::ZERO).await;
+    let before = env.recipient_balance().await;
+    // More than the payer holds: it would revert. An explicit gas limit (an estimate fails).
+    let too_much = u128::from(u64::MAX) + 1;
+    let request = tempo.charge_request(too_much);
+    let expires = format_timestamp(OffsetDateTime::now_utc() + Duration::from_secs(300));
+    let offered = mpp_core::Challenge::builder(REALM, "tempo", "charge", request.to_json())
+        .unwrap()
+        .expires(expires.clone())
+        .with_id("would-fail");
+    let options = TxOptions {
+        gas_limit: Some(1_500_000),
+        ..TxOptions::default()
+    };
+    let cred = env.payer(9).pull(&offered, &options).await.unwrap();
+    let view = ChallengeView::new("would-fail", REALM, parse_timestamp(&expires).unwrap());
+    let ctx = ChargeContext::new(&request, view, OffsetDateTime::now_utc());
+    let e = tempo
+        .verify_charge(ctx, Some(&cred.source), &cred.payload)
+        .await
+        .unwrap_err();
+    println!("refused: {e}");
+    assert!(matches!(e, ChargeError::VerificationFailed(_)), "{e}");
+    let MethodError::Rejected { detail, .. } = MethodError::from(e) else {
+        panic!("a refusal is the payer's 402");
+    };
+    // Exactly the fixed words: nothing of the node's message.
+    assert_eq!(
+        detail,
+        "verification failed: the transaction would fail on chain (the node's simulation \
+         rejected it); nothing was charged"
+    );
+    for node_words in [
+        "revert",
+        "Revert",
+        "error",
+        "0x",
+        "insufficient",
+        "Insufficient",
+    ] {
+        assert!(!detail.contains(node_words), "{node_words:?} in {detail}");
+    }
+    assert_eq!(env.recipient_balance().await, before);
+    assert_eq!(
+        state_of(&env.store, &hash_key(&cred)).await,
+        None,
+        "released"
+    );
 }

@@ -10,6 +10,26 @@ use mpp_core::{MethodError, ProblemType};
 use crate::chain::ChainError;
 use crate::store::StoreError;
 
+/// What the payer is told when the payment went through but could not be recorded
+/// ([`ChargeError::PaidNotRecorded`]): unlike the other 503s, something *was* charged.
+pub(crate) const PAID_NOT_RECORDED_DETAIL: &str = "Your payment went through, but the server could not \
+     record it just now. Send the same credential again shortly to be served; it will not be \
+     charged again.";
+
+/// Seconds after which a payment that could not be recorded is worth presenting again.
+const PAID_NOT_RECORDED_RETRY_AFTER: u32 = 2;
+
+/// The payer's text for a transaction the node refused (at admission, when it was sent):
+/// it is not in the pool. The node's own message is logged, never sent (it is the node's
+/// wording, and may say more about the node than the payer should read).
+pub(crate) const NODE_REFUSED_DETAIL: &str =
+    "the node refused the transaction; nothing was charged";
+
+/// The payer's text for a transaction whose simulation failed (it would revert or is
+/// invalid); the node's message is logged.
+pub(crate) const WOULD_FAIL_DETAIL: &str =
+    "the transaction would fail on chain (the node's simulation rejected it); nothing was charged";
+
 /// A charge verification failure.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -46,6 +66,12 @@ pub enum ChargeError {
     /// background resolver) settles it once, when it is mined.
     #[error("payment outcome not known yet: {0}")]
     Pending(String),
+    /// The payment was mined and pays the terms, but the store could not record it (503 with
+    /// `Retry-After`): the money was taken, and the same credential sent again is served
+    /// without a second charge. The text is the cause, for the log; the payer is told, in
+    /// fixed words, that the payment went through and to send the same credential again.
+    #[error("paid, but the payment could not be recorded yet: {0}")]
+    PaidNotRecorded(String),
     /// The server's own limits defer the payment (sponsored fees spent for the period,
     /// another sponsored payment of the same account settling): 503 with `Retry-After`;
     /// nothing was charged. `detail` is written for the payer.
@@ -92,6 +118,7 @@ impl ChargeError {
             Self::NodeUnavailable(_)
             | Self::Timeout(_)
             | Self::Pending(_)
+            | Self::PaidNotRecorded(_)
             | Self::Deferred { .. }
             | Self::FeePayer(_)
             | Self::Store(_)
@@ -101,6 +128,28 @@ impl ChargeError {
 
     pub(crate) fn failed(detail: impl Into<String>) -> Self {
         Self::VerificationFailed(detail.into())
+    }
+
+    /// The payment of claim `key` was taken (mined and paying), and the store failed while
+    /// recording it: logged here with its cause, answered with an honest 503.
+    pub(crate) fn paid_not_recorded(key: &str, e: &StoreError) -> Self {
+        tracing::warn!(
+            key,
+            reason = %e,
+            "payment taken but not recorded; the same credential will be served when it comes back"
+        );
+        Self::PaidNotRecorded(format!("{key}: {e}"))
+    }
+
+    /// A refusal by the node (`reason`, its own message) as the payer's fault with the fixed
+    /// `detail`: the node's text goes to the log, not into the 402.
+    pub(crate) fn node_refused(detail: &'static str, reason: &str) -> Self {
+        tracing::info!(
+            reason,
+            detail,
+            "the tempo node refused a payment transaction"
+        );
+        Self::failed(detail)
     }
 }
 
@@ -113,7 +162,7 @@ impl From<ChainError> for ChargeError {
             ChainError::Timeout(detail) => Self::Timeout(detail),
             ChainError::Config(detail) => Self::Config(detail),
             ChainError::Uncertain(detail) => Self::Pending(detail),
-            refused @ ChainError::Refused(_) => Self::failed(refused.to_string()),
+            ChainError::Refused(reason) => Self::node_refused(NODE_REFUSED_DETAIL, &reason),
         }
     }
 }
@@ -123,6 +172,10 @@ impl From<ChargeError> for MethodError {
         match (e.problem(), &e) {
             (Some(problem), _) => MethodError::rejected(problem, e.to_string()),
             (None, ChargeError::Pending(_)) => MethodError::pending(e),
+            // Paid: the payer hears so, not the generic "nothing was charged" of a 503.
+            (None, ChargeError::PaidNotRecorded(_)) => {
+                MethodError::throttled(PAID_NOT_RECORDED_DETAIL, PAID_NOT_RECORDED_RETRY_AFTER)
+            }
             (
                 None,
                 ChargeError::Deferred {
@@ -168,5 +221,28 @@ mod tests {
             MethodError::from(ChargeError::Pending("sent".into())),
             MethodError::Pending(_)
         ));
+        // Paid but not recorded: 503 with Retry-After, and a text that says it was paid.
+        let paid = ChargeError::PaidNotRecorded("db down".into());
+        assert!(!paid.is_payer_fault());
+        assert_eq!(
+            MethodError::from(paid),
+            MethodError::throttled(PAID_NOT_RECORDED_DETAIL, PAID_NOT_RECORDED_RETRY_AFTER)
+        );
+        assert!(!PAID_NOT_RECORDED_DETAIL.contains("nothing was charged"));
+    }
+
+    #[test]
+    fn a_node_refusal_does_not_carry_the_nodes_text() {
+        let secret = "execution reverted: 0xdeadbeef at http://node.internal/?key=s3cr3t";
+        let e = ChargeError::from(ChainError::Refused(secret.into()));
+        assert!(e.is_payer_fault());
+        let MethodError::Rejected { detail, .. } = MethodError::from(e) else {
+            panic!("a refusal is the payer's 402");
+        };
+        assert!(
+            !detail.contains("deadbeef") && !detail.contains("s3cr3t"),
+            "{detail}"
+        );
+        assert!(detail.contains(NODE_REFUSED_DETAIL), "{detail}");
     }
 }

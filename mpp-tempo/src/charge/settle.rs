@@ -26,6 +26,7 @@ use mpp_core::method::{MethodError, Settle};
 use tempo_alloy::rpc::TempoTransactionReceipt;
 use time::OffsetDateTime;
 
+use super::error::NODE_REFUSED_DETAIL;
 use super::logs::transfers_from_logs;
 use super::sponsor::{SponsorHold, SponsoredSend, refusal_cause};
 use super::transfers::match_transfers;
@@ -208,11 +209,12 @@ impl TempoSettlement {
                     self.release(ClaimState::Pending).await;
                     return Err(e);
                 }
-                // Paid. If the store fails now, the claim stays pending and is settled later:
-                // the payer must hear "not known yet", never "nothing was charged".
-                let unknown = |e: crate::store::StoreError| {
-                    ChargeError::Pending(format!("mined, but the claim could not be updated: {e}"))
-                };
+                // Paid. If the store fails now, the claim stays pending and is settled later
+                // (the same credential, the resolver): the payer must hear that it was paid,
+                // never "nothing was charged".
+                let key = self.key.clone();
+                let unrecorded =
+                    |e: crate::store::StoreError| ChargeError::paid_not_recorded(&key, &e);
                 for from in [ClaimState::Pending, ClaimState::Settled] {
                     // Settled: the same credential, sent again meanwhile, resolved it first.
                     if self
@@ -225,7 +227,7 @@ impl TempoSettlement {
                             self.paid_until,
                         )
                         .await
-                        .map_err(unknown)?
+                        .map_err(unrecorded)?
                     {
                         self.state = ClaimState::Serving;
                         return Ok(());
@@ -238,14 +240,24 @@ impl TempoSettlement {
             }
             Outcome::Refused(reason) => {
                 self.release(ClaimState::Pending).await;
-                let reason = format!("the node refused the transaction: {reason}");
+                // The node's text is logged, not sent: the payer hears fixed words.
+                let refused = ChargeError::node_refused(NODE_REFUSED_DETAIL, &reason);
                 Err(match &broadcast.sponsored {
-                    // The fee payer's part may be what the node refused.
-                    Some(s) => {
-                        refusal_cause(&broadcast.chain, s.fee_payer, s.fee_token, &s.tx, reason)
-                            .await
-                    }
-                    None => ChargeError::failed(reason),
+                    // The fee payer's part may be what the node refused (a 503, logged with
+                    // the node's text); otherwise it is the payer's.
+                    Some(s) => match refusal_cause(
+                        &broadcast.chain,
+                        s.fee_payer,
+                        s.fee_token,
+                        &s.tx,
+                        format!("the node refused the transaction: {reason}"),
+                    )
+                    .await
+                    {
+                        ChargeError::VerificationFailed(_) => refused,
+                        other => other,
+                    },
+                    None => refused,
                 })
             }
             Outcome::Expired => {

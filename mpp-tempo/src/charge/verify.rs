@@ -20,6 +20,7 @@ use serde_json::Value;
 use tempo_primitives::transaction::{AASigned, TEMPO_EXPIRING_NONCE_KEY};
 use time::OffsetDateTime;
 
+use super::error::WOULD_FAIL_DETAIL;
 use super::proof::{proof_digest, recover_proof_signer};
 use super::pull::{PullTransaction, check_pull_calls, decode_pull};
 use super::settle::{
@@ -219,6 +220,10 @@ impl Charge<'_> {
             )));
         }
         let valid_before = self.deadline(fields)?;
+        // A passed `validBefore` refuses a new payment, but not the same credential coming
+        // back to its own claim (sent before, perhaps mined): that is looked up first.
+        let now = u64::try_from(self.now.unix_timestamp()).unwrap_or(0);
+        let passed = valid_before <= now;
         // The calls must pay the request before anything is broadcast (§6a.3); the receipt
         // logs are matched again after (§6a.8). Both on purpose: the calls tell us what the
         // payer signed, the logs what the chain did.
@@ -268,6 +273,12 @@ impl Charge<'_> {
             valid_before: Some(valid_before),
         };
         match self.verifier.store.claim(claim).await? {
+            Claim::Claimed if passed => {
+                release(self.verifier.store.as_ref(), &key, &owner, ClaimState::Held).await;
+                return Err(ChargeError::failed(
+                    "the transaction has expired (validBefore passed)",
+                ));
+            }
             Claim::Claimed => {}
             Claim::Existing(existing) => {
                 let settlement = self.resume(existing, &owner).await?;
@@ -277,8 +288,9 @@ impl Charge<'_> {
         if let Err(e) = self.verifier.chain.simulate(sender, final_tx.tx()).await {
             release(self.verifier.store.as_ref(), &key, &owner, ClaimState::Held).await;
             return Err(match e {
+                // The node's text is logged, not sent: the payer hears fixed words.
                 ChainError::Refused(reason) => {
-                    ChargeError::failed(format!("the transaction would fail: {reason}"))
+                    ChargeError::node_refused(WOULD_FAIL_DETAIL, &reason)
                 }
                 other => other.into(),
             });
@@ -313,8 +325,10 @@ impl Charge<'_> {
         Ok((settled, settlement))
     }
 
-    /// Every pull has a deadline: an expiring nonce with `validBefore` in the future and not
-    /// too far ahead, and no `validAfter` in the future (a transaction the node would queue).
+    /// Every pull has a deadline: an expiring nonce with `validBefore` not too far ahead, and
+    /// no `validAfter` in the future (a transaction the node would queue). Whether
+    /// `validBefore` has passed is for the caller: a new payment is then refused, the same
+    /// credential coming back to its claim is not.
     fn deadline(
         &self,
         fields: &tempo_primitives::transaction::TempoTransaction,
@@ -328,12 +342,7 @@ impl Charge<'_> {
             return Err(ChargeError::failed("the transaction has no validBefore"));
         };
         let now = u64::try_from(self.now.unix_timestamp()).unwrap_or(0);
-        if valid_before <= now {
-            return Err(ChargeError::failed(
-                "the transaction has expired (validBefore passed)",
-            ));
-        }
-        if valid_before - now > MAX_PULL_VALIDITY.as_secs() {
+        if valid_before.saturating_sub(now) > MAX_PULL_VALIDITY.as_secs() {
             return Err(ChargeError::failed(format!(
                 "validBefore is more than {} s ahead",
                 MAX_PULL_VALIDITY.as_secs()
@@ -387,10 +396,12 @@ impl Charge<'_> {
                     state = ClaimState::Settled;
                     let until = self.now + self.max_lifetime + CLAIM_MARGIN;
                     // Whoever moves it first (this request, another, the resolver) wins;
-                    // the next step re-reads the state through its condition.
+                    // the next step re-reads the state through its condition. Paid: a store
+                    // failure from here on is never "nothing was charged".
                     store
                         .advance(key, owner, ClaimState::Pending, ClaimState::Settled, until)
-                        .await?;
+                        .await
+                        .map_err(|e| ChargeError::paid_not_recorded(key, &e))?;
                 }
                 Outcome::Refused(_) | Outcome::Expired => {
                     release(store, key, owner, ClaimState::Pending).await;
@@ -410,7 +421,8 @@ impl Charge<'_> {
                 let until = self.now + self.max_lifetime + CLAIM_MARGIN;
                 if store
                     .advance(key, owner, ClaimState::Settled, ClaimState::Serving, until)
-                    .await?
+                    .await
+                    .map_err(|e| ChargeError::paid_not_recorded(key, &e))?
                 {
                     tracing::info!(key, "serving a payment that was settled but not served");
                     Ok(self.settlement(key.to_owned(), owner.to_owned(), ClaimState::Serving))
