@@ -117,9 +117,17 @@ impl Mpp {
         Self::from_vars(|name| std::env::var(name).ok())
     }
 
-    /// [`Mpp::from_env`] over any source of variables (empty values count as unset), so it
-    /// can be tested without touching the process environment.
-    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    /// [`Mpp::from_env`] over any source of variables (empty values count as unset): a
+    /// configuration file, a secret manager, or a test that must not touch the process
+    /// environment.
+    ///
+    /// ```
+    /// let vars = [("MPP_SECRET_KEY", "0123456789abcdef0123456789abcdef"), ("MPP_REALM", "api.example.com")];
+    /// let lookup = |name: &str| vars.iter().find(|(k, _)| *k == name).map(|(_, v)| v.to_string());
+    /// let mpp = mpp_axum::Mpp::from_vars(lookup).unwrap();
+    /// # let _ = mpp;
+    /// ```
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         const SECRET: &str = "MPP_SECRET_KEY";
         const PREVIOUS: &str = "MPP_PREVIOUS_SECRET_KEY";
         const UNTIL: &str = "MPP_PREVIOUS_SECRET_UNTIL";

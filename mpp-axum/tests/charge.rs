@@ -421,7 +421,7 @@ async fn infrastructure_failure_is_503_and_not_served() {
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(reply.headers["retry-after"], "1");
     let detail = reply.problem()["detail"].as_str().unwrap().to_owned();
-    assert!(detail.contains("nothing was charged"), "{detail}");
+    assert!(detail.contains("this request took no money"), "{detail}");
     // The method's internal cause is logged, never sent.
     assert!(!detail.contains("test node down"), "{detail}");
     assert_eq!(app.calls.load(Ordering::SeqCst), 0);

@@ -1,11 +1,8 @@
-//! `MPP_REALM`, read by [`Mpp::from_env`]: with it set, a challenge issued by one instance
-//! under one `Host` verifies on another instance reached under another `Host` (the realm is
-//! stable across instances and proxies); without it (unset or empty), the realm is each
-//! request's host, so the same credential under another `Host` is refused.
-//!
-//! The environment is the process's, and changing it in-process needs `unsafe` (forbidden
-//! here): each case runs in a child process of this test binary, started with the variables
-//! it needs, running the ignored `child_*` test of the same name.
+//! `MPP_REALM`, read by [`Mpp::from_env`] (through [`Mpp::from_vars`], given the variables
+//! here so the process environment is left alone): with it set, a challenge issued by one
+//! instance under one `Host` verifies on another instance reached under another `Host` (the
+//! realm is stable across instances and proxies); without it (unset or empty), the realm is
+//! each request's host, so the same credential under another `Host` is refused.
 
 // Test code: a failed unwrap is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -19,60 +16,22 @@ use mpp_axum::Mpp;
 use mpp_core::testing::TestMethod;
 use mpp_core::{Challenge, Credential, Method, ProblemType};
 use serde_json::{Value, json};
-use std::process::Command;
 use std::sync::Arc;
 use tower::ServiceExt;
 
 const SECRET: &str = "realm-env-secret-0123456789abcdef0123";
 const REALM: &str = "payments.example.com";
-/// Set in the children only, so a child test run by hand (`--ignored`) does nothing.
-const CHILD: &str = "MPP_REALM_ENV_TEST_CHILD";
-/// What a child prints once its assertions passed.
-const DONE: &str = "realm-env child: all assertions passed";
-
-/// Runs the ignored test `name` of this binary with `MPP_SECRET_KEY` and `realm` as
-/// `MPP_REALM` (`None`: unset), and checks it ran and passed.
-fn run_child(name: &str, realm: Option<&str>) {
-    let mut command = Command::new(std::env::current_exe().unwrap());
-    command
-        .args([
-            "--ignored",
-            "--exact",
-            name,
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD, "1")
-        .env("MPP_SECRET_KEY", SECRET)
-        .env_remove("MPP_PREVIOUS_SECRET_KEY")
-        .env_remove("MPP_PREVIOUS_SECRET_UNTIL");
-    match realm {
-        Some(realm) => command.env("MPP_REALM", realm),
-        None => command.env_remove("MPP_REALM"),
-    };
-    let output = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "child {name} failed:\n{stdout}\n{stderr}"
-    );
-    assert!(
-        stdout.contains(DONE),
-        "child {name} did not run its assertions:\n{stdout}\n{stderr}"
-    );
-}
-
-fn in_child() -> bool {
-    std::env::var_os(CHILD).is_some()
-}
-
-/// One instance: `GET /fortune` at 0.01, configured from the environment; all instances
-/// share one payment method (as they share one store in production).
-fn instance(method: &Arc<TestMethod>) -> Router {
-    let mpp = Mpp::from_env()
-        .unwrap()
-        .method_arc(method.clone() as Arc<dyn Method>);
+/// One instance: `GET /fortune` at 0.01, configured from `MPP_SECRET_KEY` and, when given,
+/// `MPP_REALM`; all instances share one payment method (as they share one store in
+/// production).
+fn instance(method: &Arc<TestMethod>, realm: Option<&str>) -> Router {
+    let mpp = Mpp::from_vars(|name| match name {
+        "MPP_SECRET_KEY" => Some(SECRET.to_owned()),
+        "MPP_REALM" => realm.map(str::to_owned),
+        _ => None,
+    })
+    .unwrap()
+    .method_arc(method.clone() as Arc<dyn Method>);
     Router::new()
         .route(
             "/fortune",
@@ -123,30 +82,13 @@ fn pay(challenge: Challenge, reference: &str) -> String {
     Credential::new(challenge, json!({"pay": reference})).to_authorization()
 }
 
-#[test]
-fn with_mpp_realm_a_challenge_verifies_under_another_host() {
-    run_child("child_with_mpp_realm", Some(REALM));
-}
-
-#[test]
-fn without_mpp_realm_the_host_is_the_realm() {
-    run_child("child_without_mpp_realm", None);
-}
-
-#[test]
-fn an_empty_mpp_realm_counts_as_unset() {
-    run_child("child_without_mpp_realm", Some(""));
-}
-
 #[tokio::test]
-#[ignore = "run by with_mpp_realm_a_challenge_verifies_under_another_host, in a child process"]
-async fn child_with_mpp_realm() {
-    if !in_child() {
-        return;
-    }
-    assert_eq!(std::env::var("MPP_REALM").unwrap(), REALM);
+async fn with_mpp_realm_a_challenge_verifies_under_another_host() {
     let method = Arc::new(TestMethod::new("test"));
-    let (a, b) = (instance(&method), instance(&method));
+    let (a, b) = (
+        instance(&method, Some(REALM)),
+        instance(&method, Some(REALM)),
+    );
 
     let issued = challenge(&a, "instance-a.internal:8080").await;
     assert_eq!(issued.realm, REALM, "the configured realm, not the host");
@@ -160,21 +102,12 @@ async fn child_with_mpp_realm() {
     assert_eq!(served.body, "a fortune");
     assert!(served.headers.contains_key("payment-receipt"));
     assert_eq!(method.charges(), 1);
-    println!("{DONE}");
 }
 
-#[tokio::test]
-#[ignore = "run by without_mpp_realm_the_host_is_the_realm, in a child process"]
-async fn child_without_mpp_realm() {
-    if !in_child() {
-        return;
-    }
-    assert!(
-        std::env::var("MPP_REALM").map_or(true, |v| v.is_empty()),
-        "the parent unset MPP_REALM or left it empty"
-    );
+/// Without `MPP_REALM` (`None`) or with it empty.
+async fn the_host_is_the_realm(realm: Option<&str>) {
     let method = Arc::new(TestMethod::new("test"));
-    let (a, b) = (instance(&method), instance(&method));
+    let (a, b) = (instance(&method, realm), instance(&method, realm));
 
     let issued = challenge(&a, "instance-a.example.com").await;
     assert_eq!(issued.realm, "instance-a.example.com", "the request's host");
@@ -205,5 +138,14 @@ async fn child_without_mpp_realm() {
     let served = get_fortune(&b, "instance-a.example.com", Some(&credential)).await;
     assert_eq!(served.status, StatusCode::OK, "{}", served.body);
     assert_eq!(method.charges(), 1);
-    println!("{DONE}");
+}
+
+#[tokio::test]
+async fn without_mpp_realm_the_host_is_the_realm() {
+    the_host_is_the_realm(None).await;
+}
+
+#[tokio::test]
+async fn an_empty_mpp_realm_counts_as_unset() {
+    the_host_is_the_realm(Some("")).await;
 }

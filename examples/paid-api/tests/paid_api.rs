@@ -191,7 +191,7 @@ async fn a_stopped_node_gives_503_and_never_serves() {
         body["detail"]
             .as_str()
             .unwrap()
-            .contains("nothing was charged")
+            .contains("this request took no money")
     );
 }
 

@@ -17,8 +17,8 @@ pub enum RefusalReason {
     /// The payer's side: no credential, a bad one, or a payment that does not pay. Answered
     /// with the problem's status (402, 400, 410) and, for 402/410, fresh challenges.
     Problem(ProblemType),
-    /// Payment infrastructure (node, database) is down or slow: 503, nothing was charged, the
-    /// payer may retry.
+    /// Payment infrastructure (node, database) is down or slow: 503, this request took no
+    /// money, the payer may retry.
     Unavailable,
     /// The server's own configuration cannot serve the request: 500.
     Misconfigured,
@@ -26,8 +26,8 @@ pub enum RefusalReason {
 
 /// The public text of a 503: never the internal cause, which may name a node URL with its API
 /// key or a database.
-const UNAVAILABLE_DETAIL: &str =
-    "Payment could not be verified right now; nothing was charged. Retry later.";
+const UNAVAILABLE_DETAIL: &str = "Payment could not be verified right now; this request took no money. Retry later with \
+     the same credential: a payment is charged at most once.";
 /// The public text of a 503 for a payment that was sent and whose outcome is not known yet.
 const PENDING_DETAIL: &str = "Your payment was submitted and its outcome is not known yet. \
      Send the same credential again to be served once it is confirmed; it is charged at most once.";

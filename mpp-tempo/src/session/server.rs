@@ -898,7 +898,11 @@ impl TempoSessions {
                     .await
                     .map_err(|e| match e {
                         ChainError::Refused(reason) => {
-                            SessionError::failed(format!("the transaction would fail: {reason}"))
+                            tracing::info!(%reason, "session transaction refused by the node's simulation");
+                            SessionError::failed(
+                                "the transaction would fail on chain (the node's simulation \
+                                 rejected it); nothing was charged",
+                            )
                         }
                         other => unavailable(other),
                     })?;
@@ -992,9 +996,12 @@ impl TempoSessions {
                 "the transaction {:#x} reverted",
                 tx.hash
             ))),
-            Outcome::Refused(reason) => Err(SessionError::failed(format!(
-                "the node refused the transaction: {reason}"
-            ))),
+            Outcome::Refused(reason) => {
+                tracing::info!(%reason, tx = %tx.hash, "session transaction refused by the node");
+                Err(SessionError::failed(
+                    "the node refused the transaction; nothing was charged",
+                ))
+            }
             Outcome::Expired => Err(SessionError::failed(
                 "the transaction was not mined before its validBefore",
             )),
